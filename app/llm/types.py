@@ -1,0 +1,97 @@
+"""The data the user's API speaks: code chunks in, documentation results out.
+
+`CodeChunk` is what a doc generator documents; `DocResult` is what it returns for one chunk.
+Both generators (the transformers baseline and the engine-backed optimized one) satisfy the
+`DocGenerator` protocol, so callers such as `app.docgen` can take either.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence, Union, runtime_checkable
+
+
+@dataclass
+class CodeChunk:
+    """One unit of code to document (a function, method, class, or module)."""
+
+    code: str
+    id: str = ""
+    path: str = ""
+    language: str = "python"
+    name: str = ""
+    kind: str = "function"  # function | method | class | module | struct | impl | part ...
+    start_line: int = 0
+    end_line: int = 0
+    signature: str = ""
+    existing_doc: str = ""
+    # Optional extra context for the prompt, e.g. callee signatures with one-line summaries.
+    context: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, str):
+            raise TypeError(f"CodeChunk.code must be a str, got {type(self.code).__name__}")
+        if not self.id:
+            digest = hashlib.sha1(f"{self.path}:{self.name}:{self.code}".encode("utf-8", "replace"))
+            self.id = digest.hexdigest()[:16]
+
+
+ChunkLike = Union[CodeChunk, str, Mapping[str, Any]]
+
+
+def as_chunk(item: ChunkLike) -> CodeChunk:
+    """Accept a CodeChunk, a plain code string, or a dict with a `code` key."""
+    if isinstance(item, CodeChunk):
+        return item
+    if isinstance(item, str):
+        return CodeChunk(code=item)
+    if isinstance(item, Mapping):
+        if "code" not in item:
+            raise ValueError("a chunk given as a dict needs a 'code' key (the source to document)")
+        known = {f for f in CodeChunk.__dataclass_fields__}
+        unknown = set(item) - known
+        if unknown:
+            raise ValueError(f"unknown chunk fields {sorted(unknown)}; known fields: {sorted(known)}")
+        return CodeChunk(**dict(item))
+    raise TypeError(
+        f"cannot document a {type(item).__name__}: pass a CodeChunk, a code string, or a dict with 'code'"
+    )
+
+
+@dataclass
+class DocResult:
+    """The documentation generated for one chunk (or the error that chunk met)."""
+
+    chunk_id: str
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    finish_reason: str = ""  # "stop" | "length" | "error" | "cancelled"
+    # Seconds: time waiting before first schedule, to first token, and total.
+    queue_time: float = 0.0
+    time_to_first_token: float = 0.0
+    total_time: float = 0.0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@runtime_checkable
+class DocGenerator(Protocol):
+    """What the doc pipeline needs from a generator."""
+
+    model_id: str
+
+    async def generate_async(self, chunk: ChunkLike) -> DocResult: ...
+
+    async def generate_batch_async(self, chunks: Sequence[ChunkLike]) -> list[DocResult]: ...
+
+    def generate_batch(self, chunks: Sequence[ChunkLike]) -> list[DocResult]: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
