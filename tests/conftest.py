@@ -13,3 +13,6 @@ except Exception:  # pragma: no cover
     _has_cuda = False
 if not _has_cuda:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Session-scoped checkpoint fixtures (tiny_checkpoint, shared_models_dir) for every test package.
+pytest_plugins = ["tests.fixtures"]
