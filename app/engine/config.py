@@ -1,0 +1,77 @@
+"""EngineConfig: every engine setting in one dataclass, validated once in __post_init__."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+QUANT_FORMATS = (None, "8bit", "4bit", "fp8")
+KV_DTYPES = ("auto", "fp8")
+
+
+@dataclass
+class SpeculativeConfig:
+    method: str | None = None  # None | "ngram" | "draft"
+    draft_model: str | None = None
+    num_speculative_tokens: int = 4
+    ngram_max: int = 4
+    ngram_min: int = 2
+    # Speculate only while at most this many sequences run (None = decided automatically).
+    max_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in (None, "ngram", "draft"):
+            raise ValueError(f"speculative method must be None, 'ngram' or 'draft', got {self.method!r}")
+        if self.method == "draft" and not self.draft_model:
+            raise ValueError("speculative method 'draft' needs draft_model (a path or hub id)")
+        if self.num_speculative_tokens < 1:
+            raise ValueError("num_speculative_tokens must be >= 1")
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise ValueError("need 1 <= ngram_min <= ngram_max")
+
+
+@dataclass
+class EngineConfig:
+    model: str
+    tokenizer: str | None = None
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    block_size: int = 16
+    enable_prefix_caching: bool = True
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    kv_cache_memory_gb: float | None = None
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    attention_backend: str = "auto"  # auto | torch_ref | triton
+    seed: int = 0
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    lora_path: str | list[str] | None = None
+    enable_compilation: bool = False
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+
+    def __post_init__(self) -> None:
+        if self.quantization in ("none", "None", ""):
+            self.quantization = None
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.quantization not in QUANT_FORMATS:
+            raise ValueError(f"quantization must be one of {QUANT_FORMATS}, got {self.quantization!r}")
+        if self.kv_cache_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_cache_dtype must be one of {KV_DTYPES}, got {self.kv_cache_dtype!r}")
+        if self.kv_cache_memory_gb is not None and self.kv_cache_memory_gb <= 0:
+            raise ValueError("kv_cache_memory_gb must be > 0")
+        if not 0.05 <= self.gpu_memory_utilization <= 0.99:
+            raise ValueError("gpu_memory_utilization must be between 0.05 and 0.99")
+        if self.attention_backend not in ("auto", "torch_ref", "triton"):
+            raise ValueError("attention_backend must be auto, torch_ref or triton")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError("max_model_len must be >= 2")
+        if isinstance(self.lora_path, str):
+            self.lora_path = [self.lora_path]

@@ -1,0 +1,230 @@
+"""LLM: the engine's facade. Load a checkpoint, then `generate()` or drive the step loop.
+
+    llm = LLM("path/or/hub-id")
+    outs = llm.generate(["prompt", ...], SamplingParams(max_tokens=128))
+
+`add_request` / `step` / `has_unfinished` let callers (the doc generator's background thread)
+drive continuous batching themselves; `step()` returns the requests that finished in it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, fields
+from typing import Sequence as Seq
+
+import torch
+
+from .block_manager import BlockManager
+from .config import EngineConfig, SpeculativeConfig
+from .outputs import RequestOutput
+from .sampling_params import SamplingParams
+from .scheduler import Scheduler
+from .sequence import Sequence, SequenceStatus
+from .setup import build_engine_parts
+
+
+class LLM:
+    def __init__(self, model: str, **kwargs):
+        spec_keys = {f.name for f in fields(SpeculativeConfig)}
+        spec_kw = {k[len("speculative_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("speculative_")
+                   and k[len("speculative_"):] in spec_keys}
+        if spec_kw:
+            kwargs["speculative"] = SpeculativeConfig(**spec_kw)
+        self.config = cfg = EngineConfig(model=str(model), **kwargs)
+        parts = build_engine_parts(cfg)
+        self.tokenizer = parts.tokenizer
+        self.runner = parts.runner
+        self.device, self.dtype = parts.device, parts.dtype
+        self.hf_config = parts.hf_config
+        self.max_model_len = parts.max_model_len
+        self.num_kv_blocks = parts.num_blocks
+        self.load_report = parts.report
+        self.backend = "native"
+        self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        self.scheduler = Scheduler(
+            self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.max_model_len,
+            self.tokenizer.eos_token_ids,
+        )
+        self._generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self._seq_generators: dict[int, torch.Generator] = {}
+        self._requests: dict[str, Sequence] = {}
+        self._prompts: dict[int, str | None] = {}
+        self._early: list[RequestOutput] = []  # rejected requests, reported by the next step()
+        self._next_id = 0
+
+    # ----- requests ------------------------------------------------------------------------
+    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> str:
+        """Queue a request; returns its id. A request that cannot run (empty, too long) is not
+        raised on: it comes back from the next `step()` with finish_reason "error"."""
+        params = params or SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise TypeError("params must be a SamplingParams")
+        if request_id is None:
+            request_id, self._next_id = str(self._next_id), self._next_id + 1
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already in flight")
+        text = prompt if isinstance(prompt, str) else None
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        seq = Sequence(ids, params, request_id=request_id)
+        err = self._validate(ids)
+        if err:
+            seq.status, seq.finish_reason, seq.error = SequenceStatus.FINISHED, "error", err
+            self._early.append(self._output(seq, text))
+            return request_id
+        if params.seed is not None:
+            self._seq_generators[seq.seq_id] = torch.Generator(device=self.device).manual_seed(params.seed)
+        self._requests[request_id] = seq
+        self._prompts[seq.seq_id] = text
+        self.scheduler.add(seq)
+        return request_id
+
+    def _validate(self, ids: list[int]) -> str | None:
+        if not ids:
+            return "empty prompt: nothing to continue from"
+        if len(ids) >= self.max_model_len:
+            return (f"prompt has {len(ids)} tokens but the model's maximum length is {self.max_model_len} "
+                    "(prompt + at least one new token); shorten or split the input")
+        vocab = self.runner.model.spec.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            return f"token ids out of range for a vocabulary of {vocab}: {bad[:5]}"
+        return None
+
+    def abort(self, request_id: str) -> bool:
+        """Stop a request and free its blocks. Returns False if it is not in flight."""
+        seq = self._requests.pop(request_id, None)
+        if seq is None:
+            return False
+        self.scheduler.finish(seq, "abort")
+        self._forget(seq)
+        return True
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished() or bool(self._early)
+
+    # ----- the loop ------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        done, self._early = self._early, []
+        out = self.scheduler.schedule()
+        if out.is_empty:
+            return done
+        try:
+            logits, spans = self.runner.execute(out)
+            sampled = self._sample(logits, spans)
+        except Exception as e:  # a failed forward fails its requests, not the engine
+            for s in out.scheduled:
+                s.seq.error = f"model step failed: {type(e).__name__}: {e}"
+                self.scheduler.finish(s.seq, "error")
+                done.append(self._finish_output(s.seq))
+            return done
+        finished = self.scheduler.update(out, sampled)
+        for s in out.scheduled:
+            seq = s.seq
+            if not seq.is_finished and seq.params.stop and seq.seq_id in sampled:
+                if self._check_stop_strings(seq):
+                    self.scheduler.finish(seq, "stop")
+                    finished.append(seq)
+        return done + [self._finish_output(seq) for seq in finished]
+
+    def _sample(self, logits: torch.Tensor, spans) -> dict[int, list[int]]:
+        if not spans:
+            return {}
+        seqs = {s.seq_id: s for s in self.scheduler.running}
+        params = [seqs[sid].params for sid, _, _ in spans]
+        toks = _sample_rows(logits, params, [self._seq_generators.get(sid) for sid, _, _ in spans],
+                            self._generator)
+        return {sid: [toks[i]] for i, (sid, _, _) in enumerate(spans)}
+
+    def _check_stop_strings(self, seq: Sequence) -> bool:
+        text = self.tokenizer.decode(seq.output_token_ids, seq.params.skip_special_tokens)
+        hits = [i for i in (text.find(s) for s in seq.params.stop) if i >= 0]
+        if hits:
+            seq.stop_text_index = min(hits)
+            return True
+        return False
+
+    def _finish_output(self, seq: Sequence) -> RequestOutput:
+        self._requests.pop(seq.request_id, None)
+        text = self._prompts.get(seq.seq_id)
+        self._forget(seq)
+        return self._output(seq, text)
+
+    def _forget(self, seq: Sequence) -> None:
+        self._seq_generators.pop(seq.seq_id, None)
+        self._prompts.pop(seq.seq_id, None)
+
+    def _output(self, seq: Sequence, prompt: str | None) -> RequestOutput:
+        out_ids = seq.output_token_ids
+        text = self.tokenizer.decode(out_ids, seq.params.skip_special_tokens) if out_ids else ""
+        if seq.stop_text_index is not None:
+            text = text[: seq.stop_text_index]
+        m = seq.metrics.as_dict()
+        m.update(prompt_tokens=seq.num_prompt_tokens, generated_tokens=len(out_ids),
+                 preemptions=seq.num_preemptions)
+        if seq.spec_proposed:
+            m.update(spec_proposed=seq.spec_proposed, spec_accepted=seq.spec_accepted)
+        return RequestOutput(seq.request_id, prompt, seq.prompt_token_ids, text, out_ids, seq.finish_reason,
+                             seq.num_cached_tokens, m, seq.error)
+
+    # ----- batch API -----------------------------------------------------------------------
+    def generate(self, prompts: Seq[str] | Seq[list[int]] | str,
+                 params: SamplingParams | Seq[SamplingParams] | None = None,
+                 progress: bool = False) -> list[RequestOutput]:
+        """Runs every prompt to completion; outputs in input order."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        prompts = list(prompts)
+        plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        if len(plist) != len(prompts):
+            raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, plist)]
+        results: dict[str, RequestOutput] = {}
+        bar = _Progress(len(ids)) if progress else None
+        while len(results) < len(ids) and self.has_unfinished():
+            for o in self.step():
+                results[o.request_id] = o
+                if bar:
+                    bar.advance(o)
+        if bar:
+            bar.close()
+        return [results[i] for i in ids]
+
+    # ----- introspection -------------------------------------------------------------------
+    @property
+    def stats(self) -> dict:
+        s = asdict(self.scheduler.stats)
+        s["kv_blocks"] = self.block_manager.num_blocks
+        s["kv_tokens"] = self.block_manager.num_blocks * self.config.block_size
+        s["kv_free_blocks"] = self.block_manager.num_free_blocks
+        s["evictions"] = self.block_manager.num_evictions
+        s["mean_seqs_per_step"] = s["seqs_in_steps"] / s["steps"] if s["steps"] else 0.0
+        return s
+
+
+def _sample_rows(logits, params, gens, shared) -> list[int]:
+    from .layers.sampler import sample
+
+    out = sample(logits, [p.temperature for p in params], [p.top_k for p in params],
+                 [p.top_p for p in params], gens, shared)
+    return out.tolist()
+
+
+class _Progress:
+    """A rich progress bar for long generate() calls (off by default in library use)."""
+
+    def __init__(self, total: int):
+        from rich.progress import Progress
+
+        self.p = Progress()
+        self.p.start()
+        self.task = self.p.add_task("generating", total=total)
+        self.t0, self.tokens = time.perf_counter(), 0
+
+    def advance(self, o: RequestOutput) -> None:
+        self.tokens += len(o.token_ids)
+        rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+        self.p.update(self.task, advance=1, description=f"generating ({rate:.0f} tok/s)")
+
+    def close(self) -> None:
+        self.p.stop()

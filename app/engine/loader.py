@@ -1,0 +1,99 @@
+"""Checkpoint resolution and weight streaming: HF directory or hub id -> config, weights.
+
+Safetensors only by default: pickled `.bin` checkpoints can execute code when loaded, so they
+need `allow_pickle=True`. `trust_remote_code` is never implied.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+
+
+def resolve_model_path(model: str | os.PathLike) -> Path:
+    """A local directory as is; otherwise a hub id through huggingface_hub's cache."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ValueError(f"{p} has no config.json: pass a Hugging Face-format model directory")
+        return p
+    s = str(model)
+    if p.exists() or s.startswith((".", "/", "~")) or s.count("/") != 1:
+        raise ValueError(
+            f"model path {s!r} does not exist; pass an existing local model directory or a hub id "
+            "such as 'Qwen/Qwen2.5-Coder-7B-Instruct'"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover
+        raise ValueError("huggingface_hub is needed to resolve hub ids; pass a local path") from e
+    try:
+        return Path(snapshot_download(s, allow_patterns=WEIGHT_PATTERNS, local_files_only=True))
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(s, allow_patterns=WEIGHT_PATTERNS))
+    except Exception as e:
+        raise ValueError(
+            f"could not get model {s!r}: it is not in the local Hugging Face cache and the hub is "
+            f"unreachable ({type(e).__name__}). Download it on a connected machine "
+            f"(`huggingface-cli download {s}`) or pass a local model directory."
+        ) from None
+
+
+def load_hf_config(path: Path, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
+
+def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:
+    st = sorted(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        st = [path / n for n in names]
+        missing = [n for n in st if not n.exists()]
+        if missing:
+            raise ValueError(f"checkpoint shards listed in {index.name} are missing: {[m.name for m in missing]}")
+    if st:
+        return st
+    bins = sorted(path.glob("*.bin"))
+    if bins and not allow_pickle:
+        raise ValueError(
+            f"{path} has only pickled .bin weights, which can run arbitrary code when loaded. "
+            "Convert them to safetensors, or pass allow_pickle=True if you trust the source."
+        )
+    if bins:
+        return bins
+    raise ValueError(f"{path} contains no weights (*.safetensors)")
+
+
+def iter_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of every file, read lazily one at a time."""
+    from safetensors import safe_open
+
+    for f in files:
+        if f.suffix == ".bin":
+            state = torch.load(f, map_location="cpu", weights_only=True)
+            yield from state.items()
+            continue
+        with safe_open(str(f), framework="pt") as fh:
+            for name in fh.keys():
+                yield name, fh.get_tensor(name)
+
+
+def checkpoint_fingerprint(files: list[Path]) -> str:
+    """Cheap identity of a checkpoint (names, sizes, mtimes) for on-disk caches."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,107 @@
+"""ModelRunner: a scheduled batch -> input tensors -> model forward -> logits of sampling rows.
+
+Owns the model on its device and the paged KV pool (one (k, v) pair of
+(num_blocks, block_size, num_kv_heads, head_dim) tensors per layer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .attention.metadata import AttentionMetadata
+from .scheduler import SchedulerOutput
+
+
+@dataclass
+class StepInputs:
+    input_ids: torch.Tensor  # (T,) int64
+    positions: torch.Tensor  # (T,) int64
+    meta: AttentionMetadata
+    logits_indices: torch.Tensor  # (R,) rows of the hidden states whose logits are needed
+    # For each scheduled sequence that samples: (seq_id, first row in logits, number of rows)
+    row_spans: list[tuple[int, int, int]]
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype, block_size: int):
+        self.model = model
+        self.device, self.dtype, self.block_size = device, dtype, block_size
+        self.attn_layers = [m for m in model.modules() if m.__class__.__name__ == "PagedAttention"]
+        self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.kv_dtype = dtype
+
+    # ----- KV pool -------------------------------------------------------------------------
+    def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int:
+        a = self.attn_layers[0]
+        elem = torch.empty(0, dtype=kv_dtype).element_size()
+        return 2 * len(self.attn_layers) * self.block_size * a.num_kv_heads * a.head_dim * elem
+
+    def allocate_kv_cache(self, num_blocks: int, kv_dtype: torch.dtype) -> None:
+        self.kv_dtype = kv_dtype
+        self.kv_caches = []
+        for a in self.attn_layers:
+            shape = (num_blocks, self.block_size, a.num_kv_heads, a.head_dim)
+            # Zeros, not empty: padded reads of unused slots must not meet NaN garbage.
+            k = torch.zeros(shape, dtype=kv_dtype, device=self.device)
+            v = torch.zeros(shape, dtype=kv_dtype, device=self.device)
+            a.k_cache, a.v_cache = k, v
+            self.kv_caches.append((k, v))
+
+    def set_backend(self, backend_module) -> None:
+        for a in self.attn_layers:
+            a.backend = backend_module
+
+    # ----- one step ------------------------------------------------------------------------
+    def prepare(self, out: SchedulerOutput) -> StepInputs:
+        bs = self.block_size
+        ids, pos, slots, qstart, seq_lens, qlens, tables = [], [], [], [0], [], [], []
+        logits_idx, spans = [], []
+        for s in out.scheduled:
+            seq = s.seq
+            c, n = seq.num_computed_tokens, s.num_new_tokens
+            toks = seq.token_ids[c : c + n]
+            if len(toks) < n:  # trailing speculative proposals
+                toks = toks + seq.spec_token_ids[: n - len(toks)]
+            ids.extend(toks)
+            p = range(c, c + n)
+            pos.extend(p)
+            bt = seq.block_table
+            slots.extend(bt[i // bs] * bs + i % bs for i in p)
+            start = qstart[-1]
+            qstart.append(start + n)
+            qlens.append(n)
+            seq_lens.append(c + n)
+            tables.append(bt)
+            if s.samples:
+                rows = s.num_spec_tokens + 1
+                spans.append((seq.seq_id, len(logits_idx), rows))
+                logits_idx.extend(range(start + n - rows, start + n))
+        width = max(len(t) for t in tables)
+        padded = [t + [0] * (width - len(t)) for t in tables]
+        dev = self.device
+
+        def t(x, dtype):
+            return torch.tensor(x, dtype=dtype).to(dev, non_blocking=True)
+
+        meta = AttentionMetadata(
+            slot_mapping=t(slots, torch.int64),
+            query_start_loc=t(qstart, torch.int32),
+            seq_lens=t(seq_lens, torch.int32),
+            block_tables=t(padded, torch.int32),
+            query_lens_cpu=qlens,
+            seq_lens_cpu=seq_lens,
+            max_query_len=max(qlens),
+            max_seq_len=max(seq_lens),
+        )
+        return StepInputs(t(ids, torch.int64), t(pos, torch.int64), meta, t(logits_idx, torch.int64), spans)
+
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+        """Runs the model; returns logits (R, vocab) float32 for the sampling rows, and the
+        spans telling which rows belong to which sequence."""
+        inp = self.prepare(out)
+        hidden = self.model(inp.input_ids, inp.positions, inp.meta)  # (T, hidden)
+        if not inp.row_spans:
+            return torch.empty(0, device=self.device), []
+        return self.model.compute_logits(hidden[inp.logits_indices]), inp.row_spans

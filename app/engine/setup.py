@@ -1,0 +1,146 @@
+"""Builds the engine's parts from an EngineConfig: device, dtype, tokenizer, model, KV pool.
+
+Load-time transforms (LoRA merge, weight quantization) happen here, between reading the
+checkpoint and sizing the KV pool, so the model code never knows about them.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from .attention.backend import load_backend
+from .config import EngineConfig
+from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
+from .model_runner import ModelRunner
+from .models.registry import build_native_model
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CPU_KV_CAP_BYTES = 2 << 30  # default KV budget on the CPU when none is given
+
+
+@dataclass
+class EngineParts:
+    tokenizer: Tokenizer
+    runner: ModelRunner
+    device: torch.device
+    dtype: torch.dtype
+    hf_config: object
+    max_model_len: int
+    num_blocks: int
+    report: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but no CUDA device is available; use device='cpu'")
+    return dev
+
+
+def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cpu":
+        return torch.float32  # CPU half-precision matmuls are slow and lossy
+    cfg = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    cfg = DTYPES.get(str(cfg).replace("torch.", ""), torch.bfloat16) if cfg is not None else torch.bfloat16
+    return cfg if cfg in (torch.bfloat16, torch.float16) else torch.bfloat16
+
+
+def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions: int):
+    files = weight_files(path, cfg.allow_pickle)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = build_native_model(hf_config, max_positions)
+    finally:
+        torch.set_default_dtype(prev)
+    weights = iter_weights(files)
+    if cfg.lora_path:
+        from .lora import merge_lora_weights
+
+        weights = merge_lora_weights(weights, cfg.lora_path, hf_config)
+    loaded = model.load_weights(weights)
+    missing = model.expected_weights() - loaded
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks weights: {sorted(missing)[:6]}...")
+    model.model.rotary.float()  # keep the cos/sin table in fp32 whatever the model dtype
+    return model.eval(), files
+
+
+def build_engine_parts(cfg: EngineConfig) -> EngineParts:
+    path = resolve_model_path(cfg.model)
+    hf_config = load_hf_config(path, cfg.trust_remote_code)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, hf_config, device)
+    tok = Tokenizer(resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path, cfg.trust_remote_code)
+    max_pos = int(getattr(hf_config, "max_position_embeddings", 4096))
+    max_model_len = min(cfg.max_model_len or max_pos, max_pos)
+    sliding = getattr(hf_config, "sliding_window", None)
+    if sliding and getattr(hf_config, "use_sliding_window", True) and sliding < max_model_len:
+        log.warning("model uses sliding-window attention (%d); capping max_model_len to it", sliding)
+        max_model_len = sliding
+    model, files = build_model(cfg, path, hf_config, device, dtype, max_pos)
+    report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", "")}
+    if cfg.quantization:
+        from .quant import QuantConfig, quantize_model_
+
+        from .loader import checkpoint_fingerprint
+
+        report["quantization"] = quantize_model_(
+            model, QuantConfig(format=cfg.quantization), cache_key=checkpoint_fingerprint(files))
+    runner = ModelRunner(model, device, dtype, cfg.block_size)
+    kv_dtype = dtype
+    if cfg.kv_cache_dtype == "fp8":
+        kv_dtype = torch.float8_e4m3fn
+    runner.set_backend(load_backend(_backend_name(cfg, device)))
+    num_blocks = _num_kv_blocks(cfg, runner, kv_dtype, device, max_model_len)
+    runner.allocate_kv_cache(num_blocks, kv_dtype)
+    if num_blocks * cfg.block_size < max_model_len:
+        log.warning("KV pool holds %d tokens, less than max_model_len %d: capping max_model_len",
+                    num_blocks * cfg.block_size, max_model_len)
+        max_model_len = num_blocks * cfg.block_size
+    report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
+                  kv_cache_dtype=str(kv_dtype).replace("torch.", ""))
+    return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
+
+
+def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
+    if cfg.attention_backend != "auto":
+        return cfg.attention_backend
+    if device.type == "cuda":
+        try:
+            from .attention import triton_backend
+
+            if triton_backend.is_available():
+                return "triton"
+        except Exception:  # pragma: no cover - triton missing on this GPU machine
+            log.warning("Triton attention unavailable on this GPU; using the torch reference backend")
+    return "torch_ref"
+
+
+def _num_kv_blocks(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_model_len: int) -> int:
+    per_block = runner.kv_bytes_per_block(kv_dtype)
+    if cfg.kv_cache_memory_gb is not None:
+        budget = int(cfg.kv_cache_memory_gb * (1 << 30))
+    elif device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        budget = int(free - total * (1 - cfg.gpu_memory_utilization))
+    else:
+        needed = cfg.max_num_seqs * max_model_len * per_block // cfg.block_size
+        budget = min(CPU_KV_CAP_BYTES, needed + per_block)
+    n = budget // per_block
+    if n < 1:
+        raise ValueError(
+            f"no memory left for the KV cache (budget {budget / 2**30:.2f} GiB, one block needs "
+            f"{per_block / 2**20:.2f} MiB); raise kv_cache_memory_gb / gpu_memory_utilization or use a smaller model"
+        )
+    return int(n)
