@@ -51,6 +51,13 @@ class LLM:
         self._prompts: dict[int, str | None] = {}
         self._early: list[RequestOutput] = []  # rejected requests, reported by the next step()
         self._next_id = 0
+        # Speculative decoding (app/engine/spec): proposes tokens before each schedule and
+        # verifies the scored rows after the forward. None when off.
+        self.spec = None
+        if cfg.speculative.method:
+            from .spec import build_speculator
+
+            self.spec = build_speculator(cfg.speculative, self)
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -106,6 +113,8 @@ class LLM:
     # ----- the loop ------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         done, self._early = self._early, []
+        if self.spec is not None:
+            self.spec.propose(self.scheduler.running)
         out = self.scheduler.schedule()
         if out.is_empty:
             return done
@@ -131,6 +140,8 @@ class LLM:
         if not spans:
             return {}
         seqs = {s.seq_id: s for s in self.scheduler.running}
+        if self.spec is not None:
+            return self.spec.verify(logits, spans, seqs, self._seq_generators, self._generator)
         params = [seqs[sid].params for sid, _, _ in spans]
         toks = _sample_rows(logits, params, [self._seq_generators.get(sid) for sid, _, _ in spans],
                             self._generator)
