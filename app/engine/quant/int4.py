@@ -1,0 +1,159 @@
+"""Group-wise asymmetric int4: quantize (round-to-nearest or HQQ-refined), dequantize, nibble packing.
+
+The math follows torch's tinygemm convention so the tensors feed `_weight_int4pack_mm*` directly:
+    w[n, k] ~= (q[n, k] - 8) * scale[n, k // g] + zero[n, k // g],   q in 0..15
+i.e. `zero` is a float offset (the value of the level 8), not an integer zero point.
+
+Portable storage (`Int4Weights`, also what the on-disk cache holds): q nibble-packed as uint8
+(N, K/2) with the even k in the high nibble (the input layout of torch's CUDA packing op),
+scales and zeros (N, K/g) float.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Int4Weights:
+    qweight: torch.Tensor  # (N, K // 2) uint8, q[:, 2j] << 4 | q[:, 2j + 1]
+    scales: torch.Tensor  # (N, K // g) float
+    zeros: torch.Tensor  # (N, K // g) float, tinygemm domain (value of level 8)
+    group_size: int
+
+    @property
+    def out_features(self) -> int:
+        return self.qweight.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        return self.qweight.shape[1] * 2
+
+    def unpacked(self) -> torch.Tensor:
+        return unpack_nibbles(self.qweight)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize_int4(self.unpacked(), self.scales, self.zeros, self.group_size).to(dtype)
+
+    def to(self, device) -> "Int4Weights":
+        return Int4Weights(self.qweight.to(device), self.scales.to(device), self.zeros.to(device), self.group_size)
+
+    @staticmethod
+    def cat(parts: list["Int4Weights"]) -> "Int4Weights":
+        """Concatenate along out_features (fusing q/k/v or gate/up checkpoints)."""
+        gs = {p.group_size for p in parts}
+        ks = {p.in_features for p in parts}
+        if len(gs) != 1 or len(ks) != 1:
+            raise ValueError(f"cannot fuse int4 weights with group sizes {gs} and in_features {ks}")
+        return Int4Weights(
+            torch.cat([p.qweight for p in parts]),
+            torch.cat([p.scales.float() for p in parts]),
+            torch.cat([p.zeros.float() for p in parts]),
+            parts[0].group_size,
+        )
+
+
+def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """(N, K) integer values 0..15 -> (N, K // 2) uint8, even k in the high nibble."""
+    if q.shape[-1] % 2:
+        raise ValueError(f"in_features must be even to pack int4, got {q.shape[-1]}")
+    q = q.to(torch.uint8)
+    return (q[:, 0::2] << 4) | q[:, 1::2]
+
+
+def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """(N, K // 2) uint8 -> (N, K) uint8 values 0..15 (inverse of pack_nibbles)."""
+    hi = packed >> 4
+    lo = packed & 0xF
+    return torch.stack([hi, lo], dim=-1).reshape(packed.shape[0], -1)
+
+
+def dequantize_int4(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The reference dequantization: (N, K) levels -> (N, K) float32 weight."""
+    n, k = q.shape
+    qg = q.float().reshape(n, k // group_size, group_size)  # (N, G, g)
+    w = (qg - 8.0) * scales.float().unsqueeze(-1) + zeros.float().unsqueeze(-1)
+    return w.reshape(n, k)
+
+
+def pick_group_size(in_features: int, preferred: int) -> int | None:
+    """Largest supported group <= preferred dividing in_features (None: the layer cannot be int4)."""
+    for g in (256, 128, 64, 32):
+        if g <= preferred and in_features % g == 0:
+            return g
+    return None
+
+
+def round_up_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Round positive float32 values to `dtype`, never below the input (returned as float32)."""
+    if dtype == torch.float32:
+        return x
+    eps = torch.finfo(dtype).eps  # round-to-nearest moves a value by at most eps / 2 relative
+    return (x * (1.0 + eps)).to(dtype).float()
+
+
+def _levels(wg: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    # wg (N, G, g); scale/zero (N, G, 1): nearest level given the (already rounded) parameters
+    return torch.clamp(torch.round((wg - zero) / scale + 8.0), 0, 15)
+
+
+def quantize_int4(
+    weight: torch.Tensor,  # (N, K)
+    group_size: int = 128,
+    *,
+    param_dtype: torch.dtype = torch.bfloat16,
+    hqq: bool = False,
+    hqq_iters: int = 20,
+) -> Int4Weights:
+    """Round-to-nearest asymmetric int4 per group of `group_size` along K (optionally HQQ-refined).
+
+    Scales and zeros are rounded to `param_dtype` (the kernels' dtype) before choosing the levels, so
+    the per-element error is at most scale / 2 plus the rounding error of `zero` (the tests check it).
+    """
+    n, k = weight.shape
+    if k % group_size:
+        raise ValueError(f"in_features {k} is not a multiple of group_size {group_size}")
+    wg = weight.detach().float().reshape(n, k // group_size, group_size)  # (N, G, g)
+    wmin = wg.amin(dim=-1, keepdim=True)
+    wmax = wg.amax(dim=-1, keepdim=True)
+    # nudge up before rounding so the rounded scale still spans [min, max] in 15 steps
+    scale = round_up_to(((wmax - wmin) / 15.0).clamp(min=1e-8), param_dtype)
+    zero = (wmin + 8.0 * scale).to(param_dtype).float()
+    q = _levels(wg, scale, zero)
+    if hqq:
+        q, zero = _hqq_refine(wg, q, scale, zero, hqq_iters, param_dtype)
+    return Int4Weights(
+        pack_nibbles(q.reshape(n, k)),
+        scale.squeeze(-1).to(param_dtype),
+        zero.squeeze(-1).to(param_dtype),
+        group_size,
+    )
+
+
+def _hqq_refine(wg, q, scale, zero, iters, param_dtype, p=0.7, beta=10.0, kappa=1.01):
+    """Half-quadratic search for the zero points with an l_p (p < 1) error, scales fixed.
+
+    The sparsity-promoting l_p loss lets a few outliers keep large errors while the bulk of the
+    group fits better. Alternates: (1) shrink the residual, (2) the closed-form zero given the
+    shrunk residual, (3) re-pick the levels. Keeps the iterate with the lowest mean |error|
+    (the round-to-nearest start included), so it never returns something worse than RTN.
+    """
+
+    def err(qq, zz):
+        return ((qq - 8.0) * scale + zz - wg).abs().mean().item()
+
+    best_q, best_z, best_e = q, zero, err(q, zero)
+    for _ in range(iters):
+        r = wg - ((q - 8.0) * scale + zero)  # residual
+        # generalized soft-threshold for |.|^p
+        shrink = torch.sign(r) * torch.relu(r.abs() - r.abs().clamp(min=1e-12).pow(p - 1.0) / beta)
+        # w - shrink ~= (q - 8) * s + z  ->  z = mean over the group
+        zero = (wg - shrink - (q - 8.0) * scale).mean(dim=-1, keepdim=True)
+        zero = zero.to(param_dtype).float()
+        q = _levels(wg, scale, zero)
+        beta *= kappa
+        e = err(q, zero)
+        if e < best_e:
+            best_q, best_z, best_e = q, zero, e
+    return best_q, best_z

@@ -1,0 +1,110 @@
+"""torch's int4 tinygemm kernels: packing for the device, calling, and unpacking where we can.
+
+torch 2.11 and 2.13 (both checked against the ATen sources / on CPU):
+- CUDA: `_convert_weight_to_int4pack(uint8 (N, K/2) nibbles, even k high, innerKTiles in {2,4,8})`
+  -> int32 (N/8, K/(innerKTiles*16), 32, innerKTiles/2); `_weight_int4pack_mm(x bf16 (M, K)
+  contiguous, packed, group, scales_and_zeros bf16 (K/g, N, 2))` -> bf16 (M, N). Needs sm80+,
+  K % (innerKTiles * 16) == 0, N % 8 == 0.
+- CPU: `_convert_weight_to_int4pack_for_cpu(int32 (N, K) values 0..15, innerKTiles ignored)`
+  -> uint8 (N, K/2) in a blocked layout; `_weight_int4pack_mm_for_cpu(x (M, K) fp32|bf16|fp16,
+  packed, group, scales_and_zeros (K/g, N, 2) in x's dtype)` -> (M, N) in x's dtype. N % 16 == 0.
+- Both dequantize as (q - 8) * scale + zero; group sizes 32, 64, 128, 256.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .int4 import unpack_nibbles
+
+
+def kernel_dtype(device: torch.device, cpu_dtype: torch.dtype) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else cpu_dtype
+
+
+def inner_k_tiles(k: int) -> int:
+    for t in (8, 4, 2):
+        if k % (t * 16) == 0:
+            return t
+    raise ValueError(f"in_features {k} must be a multiple of 32 for the int4 kernel")
+
+
+def shape_problem(n: int, k: int, group_size: int, device: torch.device) -> str | None:
+    """Why (N, K) cannot go through the int4 kernel on `device` (None when it can)."""
+    if k % group_size or k % 32:
+        return f"in_features {k} is not a multiple of the group size {group_size} (and of 32)"
+    n_mult = 8 if device.type == "cuda" else 16
+    if n % n_mult:
+        return f"out_features {n} is not a multiple of {n_mult} (int4 kernel on {device.type})"
+    return None
+
+
+def scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(N, G) scales and zeros -> (G, N, 2) as the kernels take them."""
+    return torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous().to(dtype)
+
+
+def pack_for_device(qweight: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Portable nibbles (N, K/2) uint8 -> the kernel layout for `device`."""
+    qweight = qweight.to(device).contiguous()
+    k = qweight.shape[1] * 2
+    if device.type == "cuda":
+        return torch.ops.aten._convert_weight_to_int4pack(qweight, inner_k_tiles(k))
+    q = unpack_nibbles(qweight).to(torch.int32)
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, inner_k_tiles(k))
+
+
+def int4_mm(x: torch.Tensor, packed: torch.Tensor, group_size: int, sz: torch.Tensor) -> torch.Tensor:
+    """x (M, K) already in the kernel dtype and contiguous -> (M, N)."""
+    if x.device.type == "cuda":
+        return torch.ops.aten._weight_int4pack_mm(x, packed, group_size, sz)
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group_size, sz)
+
+
+def unpack_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """CPU blocked layout -> (N, K) uint8 levels, or raise if the layout is not the one we know.
+
+    Observed layout (torch 2.13, verified at run time by `cpu_layout_known`): out_features in
+    blocks of 64 rows, each stored k-major as (K, 32) bytes with byte j = q[j] | q[j + 32] << 4;
+    a last block of the remaining r < 64 rows is stored (K, r/2) with byte j = q[2j] | q[2j+1] << 4.
+    """
+    flat = packed.reshape(-1)
+    out = []
+    n0 = off = 0
+    while n0 < n:
+        b = 64 if n - n0 >= 64 else n - n0
+        v = flat[off : off + b * k // 2].reshape(k, b // 2)  # (K, b/2) bytes
+        lo, hi = v & 0xF, v >> 4
+        if b == 64:
+            blk = torch.cat([lo, hi], dim=-1)  # (K, 64): rows j and j + 32
+        else:
+            blk = torch.stack([lo, hi], dim=-1).reshape(k, b)  # (K, b): rows 2j and 2j + 1
+        out.append(blk.t())
+        n0 += b
+        off += b * k // 2
+    return torch.cat(out, dim=0)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_layout_known() -> bool:
+    """Probe: does `unpack_cpu` invert this torch's CPU packing? (tail blocks included)"""
+    try:
+        g = torch.Generator().manual_seed(0)
+        for n, k in ((128 + 48, 64), (16, 32)):
+            q = torch.randint(0, 16, (n, k), generator=g, dtype=torch.int32)
+            p = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
+            if not torch.equal(unpack_cpu(p, n, k).to(torch.int32), q):
+                return False
+        return True
+    except Exception:
+        return False
+
+
+def dequantize_via_kernel(packed, sz, group_size, n, k, dtype, device) -> torch.Tensor:
+    """Exact dequantization by multiplying the identity through the kernel (slow: an M=K call).
+
+    Only for layouts we cannot unpack with tensor ops; returns (N, K).
+    """
+    eye = torch.eye(k, dtype=sz.dtype, device=device)
+    return int4_mm(eye, packed, group_size, sz).t().to(dtype)  # (K, N) -> (N, K)

@@ -1,0 +1,110 @@
+"""Int4Linear: an nn.Linear replacement holding group-wise int4 weights in torch's tinygemm layout.
+
+forward(x) with M = number of rows of x:
+- M < dense_min_m (or dense_min_m None): the packed int4 kernel (activations cast to the kernel
+  dtype: bf16 on CUDA, cfg.cpu_compute_dtype on CPU; output cast back to x's dtype).
+- M >= dense_min_m: dequantize the weight to x's dtype and run F.linear (the packed kernels
+  slow down at large M; a dense matmul does not).
+reference_forward(x): dequantize in float32 + F.linear — the obviously correct path tests compare to.
+
+Dequantizing needs the levels back: on CPU they are read out of the kernel layout (`unpack_cpu`,
+verified at run time); where that is not possible (CUDA, or an unknown CPU layout) and the dense
+path is enabled, the portable nibbles are kept too (+0.5 byte per weight, counted by weight_bytes).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import int4_kernels as K
+from .int4 import Int4Weights, dequantize_int4, pack_nibbles, quantize_int4, unpack_nibbles
+
+
+class Int4Linear(nn.Module):
+    def __init__(
+        self,
+        weights: Int4Weights,
+        bias: torch.Tensor | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dense_min_m: int | None = None,
+        cpu_compute_dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
+        super().__init__()
+        device = torch.device(device if device is not None else weights.qweight.device)
+        self.in_features = weights.in_features
+        self.out_features = weights.out_features
+        self.group_size = weights.group_size
+        self.dense_min_m = dense_min_m
+        problem = K.shape_problem(self.out_features, self.in_features, self.group_size, device)
+        if problem:
+            raise ValueError(f"cannot build an int4 layer: {problem}")
+        self.kdtype = K.kernel_dtype(device, cpu_compute_dtype)
+        self.register_buffer("packed", K.pack_for_device(weights.qweight, device))
+        # (K/g, N, 2): [..., 0] scale, [..., 1] zero
+        self.register_buffer(
+            "scales_and_zeros", K.scales_and_zeros(weights.scales.float(), weights.zeros.float(), self.kdtype).to(device)
+        )
+        unpackable = device.type == "cpu" and K.cpu_layout_known()
+        if device.type == "cpu" and not unpackable:
+            warnings.warn("unknown CPU int4 layout in this torch: keeping a second (portable) weight copy")
+        keep_portable = not unpackable and dense_min_m is not None
+        self.register_buffer("qweight", weights.qweight.to(device).contiguous() if keep_portable else None)
+        self.bias = nn.Parameter(bias.detach().to(device), requires_grad=False) if bias is not None else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128, *, hqq: bool = False, hqq_iters: int = 20,
+                    **kw) -> "Int4Linear":
+        w = quantize_for(linear.weight, group_size, hqq=hqq, hqq_iters=hqq_iters)
+        return cls(w, linear.bias, device=linear.weight.device, **kw)
+
+    def levels(self) -> torch.Tensor:
+        """(N, K) uint8 levels 0..15 (raises where they cannot be read back without the kernel)."""
+        if self.qweight is not None:
+            return unpack_nibbles(self.qweight)
+        if self.packed.device.type == "cpu" and K.cpu_layout_known():
+            return K.unpack_cpu(self.packed, self.out_features, self.in_features)
+        raise RuntimeError("int4 levels are not kept on this device (dense_min_m=None); use dequantize_weight()")
+
+    def to_int4_weights(self) -> Int4Weights:
+        sz = self.scales_and_zeros.float()
+        return Int4Weights(pack_nibbles(self.levels()), sz[..., 0].t().contiguous(), sz[..., 1].t().contiguous(),
+                           self.group_size)
+
+    def dequantize_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, K) dense weight."""
+        sz = self.scales_and_zeros
+        try:
+            q = self.levels()
+        except RuntimeError:
+            return K.dequantize_via_kernel(self.packed, sz, self.group_size, self.out_features,
+                                           self.in_features, dtype, sz.device)
+        return dequantize_int4(q, sz[..., 0].t(), sz[..., 1].t(), self.group_size).to(dtype)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bias.float() if self.bias is not None else None
+        return F.linear(x.float(), self.dequantize_weight(torch.float32), b).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
+            return F.linear(x, self.dequantize_weight(x.dtype), self.bias)
+        y = K.int4_mm(x2.to(self.kdtype).contiguous(), self.packed, self.group_size, self.scales_and_zeros)
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
+                f"bias={self.bias is not None}, dense_min_m={self.dense_min_m}, kernel_dtype={self.kdtype}")
+
+
+def quantize_for(weight: torch.Tensor, group_size: int, *, hqq: bool, hqq_iters: int) -> Int4Weights:
+    """Quantize on the weight's device (fast on GPU). Scales/zeros are rounded to bf16: the CUDA
+    kernel's dtype, and exactly representable in the fp32 CPU kernel."""
+    return quantize_int4(weight, group_size, hqq=hqq, hqq_iters=hqq_iters)

@@ -1,0 +1,76 @@
+"""Per-channel symmetric int8 weights: w[n, k] ~= q[n, k] * scale[n], q in -127..127.
+
+CPU: torch's `_weight_int8pack_mm(x (M, K), q int8 (N, K), scale (N,))` (x and scale in the same
+float dtype). CUDA: that op is very slow there (REFERENCE.md: 0.129 ms vs bf16 0.024 ms at M=1 on
+4096x4096), so CUDA always dequantizes to x's dtype and runs F.linear: it saves memory, not time.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .int4 import round_up_to
+
+
+def quantize_int8(weight: torch.Tensor, param_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) float -> (q (N, K) int8, scale (N,) float32 holding `param_dtype`-exact values).
+
+    The scale is rounded up to param_dtype before choosing q, so |w - q * scale| <= scale / 2.
+    """
+    w = weight.detach().float()
+    scale = round_up_to((w.abs().amax(dim=1) / 127.0).clamp(min=1e-8), param_dtype)  # (N,)
+    q = torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8)
+    return q, scale
+
+
+class Int8Linear(nn.Module):
+    def __init__(
+        self,
+        qweight: torch.Tensor,  # (N, K) int8
+        scale: torch.Tensor,  # (N,) float
+        bias: torch.Tensor | None = None,
+        *,
+        dense_min_m: int | None = None,
+        cpu_compute_dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
+        super().__init__()
+        if qweight.dtype != torch.int8 or qweight.dim() != 2 or scale.shape != (qweight.shape[0],):
+            raise ValueError("Int8Linear needs qweight (N, K) int8 and scale (N,)")
+        self.out_features, self.in_features = qweight.shape
+        dev = qweight.device
+        self.use_kernel = dev.type == "cpu"
+        self.dense_min_m = dense_min_m
+        self.kdtype = cpu_compute_dtype if self.use_kernel else torch.float32
+        self.register_buffer("qweight", qweight.contiguous())
+        self.register_buffer("scale", scale.to(dev, self.kdtype if self.use_kernel else torch.float32))
+        self.bias = nn.Parameter(bias.detach().to(dev), requires_grad=False) if bias is not None else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kw) -> "Int8Linear":
+        q, s = quantize_int8(linear.weight)
+        return cls(q, s, linear.bias, **kw)
+
+    def dequantize_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(N, K) dense weight."""
+        return (self.qweight.to(dtype) * self.scale.to(dtype)[:, None])
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.bias.float() if self.bias is not None else None
+        return F.linear(x.float(), self.dequantize_weight(torch.float32), b).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        if not self.use_kernel or (self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m):
+            return F.linear(x, self.dequantize_weight(x.dtype), self.bias)
+        y = torch.ops.aten._weight_int8pack_mm(x2.to(self.kdtype).contiguous(), self.qweight, self.scale)
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        path = "int8pack_mm" if self.use_kernel else "dequant+F.linear"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"path={path}, dense_min_m={self.dense_min_m}")
