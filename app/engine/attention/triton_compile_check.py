@@ -1,0 +1,157 @@
+"""Compile the attention kernels for an NVIDIA GPU without one: catches GPU-only compile errors.
+
+The interpreter (CPU tests) runs kernels as numpy code, so it accepts things the GPU compiler
+rejects (dot shapes, dtype conversions, shared-memory overflow). This builds the exact launches
+the wrappers plan for 7B-like shapes (28 q / 4 kv heads, head_dim 128, bf16 and fp8 KV) and
+compiles each to a cubin for sm_90 (H100) with triton's bundled ptxas, reporting shared memory,
+registers and spills. Must run with TRITON_INTERPRET unset (the tests use a subprocess):
+
+    python -m app.engine.attention.triton_compile_check [--arch 90]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+_TYPES = {
+    torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int32: "i32",
+    torch.int64: "i64", torch.uint8: "u8",
+}
+if hasattr(torch, "float8_e4m3fn"):
+    _TYPES[torch.float8_e4m3fn] = "fp8e4nv"
+    _TYPES[torch.float8_e5m2] = "fp8e5"
+
+
+def _signature(launch):
+    """Mirror the JIT's specialization: ints equal to 1 become constants, multiples of 16 and
+    tensors get the divisibility-16 hint (torch allocations are 16-byte aligned)."""
+    names = launch.kernel.arg_names
+    signature, constexprs, attrs = {}, dict(launch.constexprs), {}
+    for i, a in enumerate(launch.args):
+        name = names[i]
+        if isinstance(a, torch.Tensor):
+            signature[name] = "*" + _TYPES[a.dtype]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(a, bool):
+            signature[name] = "i1"
+        elif isinstance(a, int):
+            if a == 1:
+                constexprs[name] = 1
+                continue
+            signature[name] = "i32" if -(2**31) <= a < 2**31 else "i64"
+            if a % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(a, float):
+            signature[name] = "fp32"
+        else:
+            raise TypeError(f"unsupported argument {name}={a!r}")
+    for name in constexprs:
+        signature[name] = "constexpr"
+    return signature, constexprs, attrs
+
+
+def _resources(cubin: bytes) -> dict:
+    """Registers and spills per kernel from cuobjdump (bundled with triton)."""
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    out = {}
+    for key in ("REG", "STACK", "SHARED"):
+        m = re.search(rf"{key}:(\d+)", text)
+        if m:
+            out[key.lower()] = int(m.group(1))
+    return out
+
+
+def compile_launch(launch, arch: int = 90) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature, constexprs, attrs = _signature(launch)
+    src = ASTSource(fn=launch.kernel, signature=signature, constexprs=constexprs, attrs=attrs)
+    target = GPUTarget("cuda", arch, 32)
+    backend = triton.compiler.make_backend(target)
+    options = backend.parse_options(dict(launch.options))
+    compiled = triton.compile(src, target=target, options=options.__dict__)
+    info = {"kernel": launch.kernel.__name__, "grid": list(launch.grid), "shared_bytes": compiled.metadata.shared}
+    info.update(_resources(compiled.asm["cubin"]))
+    return info
+
+
+def representative_launches(kv_dtype: torch.dtype, block_size: int = 16) -> list:
+    """Plans of every kernel at 7B-like shapes; tensors live on the CPU (only shapes matter)."""
+    from .metadata import AttentionMetadata
+    from .triton_decode import DecodeConfig, plan_decode
+    from .triton_prefill import default_prefill_config, plan_prefill
+    from .triton_store_kv import plan_store_kv
+
+    hq, hkv, d, dt = 28, 4, 128, torch.bfloat16
+    # "meta" tensors: shapes and strides without memory; a meta scale takes the pointer path
+    # (SCALE_FROM_PTR), as a model's per-layer device scale does.
+    dev = torch.device("meta")
+    kc = torch.empty(8, block_size, hkv, d, dtype=kv_dtype, device=dev)
+    vc = torch.empty_like(kc)
+    ks = torch.ones((), dtype=torch.float32, device=dev) if kv_dtype != dt else None
+    t, b = 64, 4
+    qkv = torch.empty(t, (hq + 2 * hkv) * d, dtype=dt, device=dev)  # q/k/v as views of a fused projection
+    q = qkv[:, :hq * d].view(t, hq, d)
+    k = qkv[:, hq * d:(hq + hkv) * d].view(t, hkv, d)
+    v = qkv[:, (hq + hkv) * d:].view(t, hkv, d)
+
+    def meta_for(q_len: int) -> AttentionMetadata:
+        i32 = dict(dtype=torch.int32, device=dev)
+        return AttentionMetadata(
+            slot_mapping=torch.empty(b * q_len, dtype=torch.int64, device=dev),
+            query_start_loc=torch.empty(b + 1, **i32), seq_lens=torch.empty(b, **i32),
+            block_tables=torch.empty(b, 128, **i32), query_lens_cpu=[q_len] * b, seq_lens_cpu=[q_len] * b,
+            max_query_len=q_len, max_seq_len=q_len,
+        )
+
+    meta = meta_for(t // b)
+    qd = torch.empty(b, hq, d, dtype=dt, device=dev)
+    launches = plan_store_kv(k, v, kc, vc, meta.slot_mapping, ks, ks)
+    launches += plan_prefill(q, kc, vc, meta, d**-0.5, ks, ks, torch.empty(t, hq, d, dtype=dt, device=dev),
+                             default_prefill_config(d, dt))
+    launches += plan_decode(qd, kc, vc, meta_for(1), d**-0.5, ks, ks, torch.empty_like(qd),
+                            DecodeConfig(num_splits=8))
+    return launches
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90 = H100)")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        print("unset TRITON_INTERPRET: the interpreter replaces the compiler", file=sys.stderr)
+        return 2
+    kv_dtypes = [torch.bfloat16] + ([torch.float8_e4m3fn] if hasattr(torch, "float8_e4m3fn") else [])
+    results = []
+    for kv in kv_dtypes:
+        for launch in representative_launches(kv):
+            info = compile_launch(launch, args.arch)
+            info["kv_dtype"] = str(kv).removeprefix("torch.")
+            results.append(info)
+            print(json.dumps(info))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
