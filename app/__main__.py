@@ -1,0 +1,4 @@
+"""`python -m app` runs the `docgen` command."""
+from app.cli import main
+
+raise SystemExit(main())

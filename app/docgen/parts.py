@@ -1,0 +1,68 @@
+"""Split units too long for the model's context into parts, so nothing is ever dropped.
+
+Each part is documented on its own (earlier wave); the whole unit is then documented from its
+head (signature and first lines) plus the parts' summaries, so the result describes the whole.
+Token counts are estimated from characters (≈3 characters per token for code, deliberately on
+the high side) because the tokenizer belongs to the generator.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from app.docgen.units import SourceUnit
+
+CHARS_PER_TOKEN = 3.0
+
+
+def estimate_tokens(text: str) -> int:
+    return int(len(text) / CHARS_PER_TOKEN) + 1
+
+
+def _split_lines(code: str, budget_tokens: int) -> list[tuple[int, str]]:
+    """Greedy split on line boundaries: [(first line offset, text)], each within the budget."""
+    max_chars = max(64, int(budget_tokens * CHARS_PER_TOKEN))
+    pieces: list[tuple[int, str]] = []
+    cur: list[str] = []
+    cur_len, cur_start = 0, 0
+    for i, line in enumerate(code.splitlines(keepends=True)):
+        while len(line) > max_chars:  # one enormous line (minified code): cut it by characters
+            if cur:
+                pieces.append((cur_start, "".join(cur)))
+                cur, cur_len = [], 0
+            pieces.append((i, line[:max_chars]))
+            line = line[max_chars:]
+        if cur and cur_len + len(line) > max_chars:
+            pieces.append((cur_start, "".join(cur)))
+            cur, cur_len = [], 0
+        if not cur:
+            cur_start = i
+        cur.append(line)
+        cur_len += len(line)
+    if cur:
+        pieces.append((cur_start, "".join(cur)))
+    return pieces
+
+
+def split_unit(unit: SourceUnit, budget_tokens: int) -> list[SourceUnit]:
+    """Return [] when the unit fits; otherwise its parts (and set the unit's head prompt)."""
+    if estimate_tokens(unit.code) <= budget_tokens:
+        return []
+    pieces = _split_lines(unit.code, budget_tokens)
+    n = len(pieces)
+    parts = []
+    for k, (offset, text) in enumerate(pieces, start=1):
+        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+        parts.append(replace(
+            unit, name=f"{unit.name} [part {k}/{n}]", qualname=f"{unit.qualname}[part {k}/{n}]", kind="part",
+            start_line=unit.start_line + offset, end_line=unit.start_line + offset + max(lines, 1) - 1,
+            code=text, existing_doc="", calls=[], params=[], raises=[], part_of=unit.uid, parts=[],
+            parent=unit.qualname, prompt_code="",
+        ))
+    unit.parts = [p.uid for p in parts]
+    head = _split_lines(unit.code, budget_tokens // 2)[0][1]
+    unit.prompt_code = (
+        head.rstrip("\n")
+        + f"\n# ... {unit.end_line - unit.start_line + 1} lines in all; the rest was documented in {n} parts"
+          " (summaries in the context)\n"
+    )
+    return parts

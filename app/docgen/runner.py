@@ -1,0 +1,122 @@
+"""`docgen run` end to end: plan, load the generator, execute, write outputs, report.
+
+The generator comes from a factory the caller passes, so this module never imports a model
+library itself (the CLI imports the optimized generator lazily; tests pass a fake).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from app.docgen.pipeline import RunConfig, execute
+from app.docgen.planner import PlanConfig, make_plan
+from app.docgen.progress import Observer
+from app.docgen.report import RunReport, build_report
+from app.docgen.store import Store
+from app.docgen.walker import WalkConfig
+from app.docgen.writers.docstrings import DocstringReport, write_docstrings
+from app.docgen.writers.markdown import write_markdown
+from app.llm.types import DocGenerator
+
+
+def prompt_version() -> str:
+    try:
+        from app.llm.prompts import PROMPT_VERSION
+    except ImportError:  # TODO: remove once app/llm/prompts.py lands (it owns the prompt and its version)
+        return "0"
+    return str(PROMPT_VERSION)
+
+
+@dataclass
+class RunOptions:
+    path: Path
+    out: Path | None = None  # default: PATH/docs
+    store: Path | None = None  # default: PATH/.docgen/docgen.sqlite
+    walk: WalkConfig = field(default_factory=WalkConfig)
+    write_mode: str | None = None  # None | "write" | "diff"
+    force: bool = False
+    overwrite: bool = False
+    fast: bool = False
+    resume: bool = True
+    retry: bool = True
+    batch_size: int = 64
+    max_seq_length: int = 4096
+    max_new_tokens: int = 256
+    sampling: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path).resolve()
+        if not self.path.exists():
+            raise ValueError(f"{self.path} does not exist; pass the folder of source code to document")
+        base = self.path if self.path.is_dir() else self.path.parent
+        self.out = Path(self.out).resolve() if self.out else base / "docs"
+        self.store = Path(self.store).resolve() if self.store else base / ".docgen" / "docgen.sqlite"
+        if self.write_mode not in (None, "write", "diff"):
+            raise ValueError("write_mode must be None, 'write' or 'diff'")
+        self.walk.extra_skip_dirs = list(self.walk.extra_skip_dirs) + [str(self.out)]
+
+
+@dataclass
+class RunOutcome:
+    report: RunReport
+    docstrings: DocstringReport | None = None
+    pages: list[Path] = field(default_factory=list)
+
+
+def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], observer: Observer) -> RunOutcome:
+    t0 = time.perf_counter()
+    observer.message(f"scanning {opts.path}")
+    plan_cfg = PlanConfig(walk=opts.walk, max_seq_length=opts.max_seq_length, max_new_tokens=opts.max_new_tokens,
+                          fast=opts.fast)
+    plan = make_plan(opts.path, plan_cfg)
+    if not plan.units:
+        observer.message("nothing to document")
+        ex = _empty_execution()
+        return RunOutcome(report=build_report(plan, ex, time.perf_counter() - t0))
+    observer.message(f"{len(plan.files)} files, {len(plan.units)} chunks; loading the generator "
+                     "(a first load or compilation can take a minute)")
+    generator = make_generator()
+    try:
+        seq = int(getattr(generator, "max_seq_length", opts.max_seq_length) or opts.max_seq_length)
+        if seq != opts.max_seq_length:  # the model's real window decides which units need splitting
+            plan = make_plan(opts.path, replace(plan_cfg, max_seq_length=seq))
+        store = Store(opts.store)
+        try:
+            cfg = RunConfig(model_id=str(generator.model_id), prompt_version=prompt_version(), sampling=opts.sampling,
+                            batch_size=opts.batch_size, resume=opts.resume, retry=opts.retry)
+            ex = asyncio.run(execute(plan, generator, store, cfg, observer))
+            report = build_report(plan, ex, time.perf_counter() - t0)
+            store.finish_run(ex.run_id, {"generated": ex.generated, "generation_seconds": ex.generation_seconds,
+                                         "reused": ex.reused, "completion_tokens": ex.completion_tokens})
+        finally:
+            store.close()
+    finally:
+        generator.close()
+    observer.message("writing Markdown")
+    pages = write_markdown(plan, ex.docs, report.flagged, opts.out)
+    report.outputs.append(f"Markdown: {len(pages) - 1} pages and an index under {opts.out}")
+    report.outputs.append(f"store: {opts.store}")
+    doc_rep = None
+    if opts.write_mode:
+        files: dict[str, dict[str, str]] = {}
+        for u in plan.units:
+            if u.language == "python" and u.kind != "part" and u.uid in ex.docs and ex.docs[u.uid].text:
+                files.setdefault(u.path, {})[u.qualname] = ex.docs[u.uid].text
+        doc_rep = write_docstrings(plan.root, files, opts.write_mode, force=opts.force, overwrite=opts.overwrite)
+        report.outputs.append(
+            f"docstrings ({opts.write_mode}): {doc_rep.inserted} inserted, {doc_rep.replaced} replaced, "
+            f"{doc_rep.kept_human} human docstrings kept, {len(doc_rep.written)} files written, "
+            f"{len(doc_rep.refused)} files refused")
+        report.outputs.extend(f"  refused {p}: {why}" for p, why in doc_rep.refused.items())
+        report.outputs.extend(f"  skipped {uid}: {why}" for uid, why in doc_rep.skipped)
+    report.wall_seconds = time.perf_counter() - t0
+    return RunOutcome(report=report, docstrings=doc_rep, pages=pages)
+
+
+def _empty_execution():
+    from app.docgen.pipeline import Execution
+
+    return Execution(run_id="none")

@@ -1,0 +1,1 @@
+"""Tiny geometry helpers used to demonstrate docgen."""
