@@ -1,0 +1,302 @@
+"""The guide's OptimizedLocalDocGenerator: the same API as LocalDocGenerator, run on app.engine.
+
+    generator = create_optimized_local_generator("Qwen/Qwen2.5-Coder-7B-Instruct", quantization="4bit",
+                                                 max_batch_size=8, enable_speculative_decoding=True)
+    results = await generator.generate_batch_async(chunks)
+    generator.report()["optimizations"]   # what is active, and why not
+
+One background thread owns the engine (app.llm.engine_thread). Every `generate_async` call, from
+any coroutine, becomes one engine request that joins the running continuous batch at the next
+step; its asyncio future is resolved from the engine thread with call_soon_threadsafe. Cancelling
+the coroutine aborts the request, which frees its KV blocks. Timings in each DocResult are
+measured from the moment the chunk was submitted.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+import time
+import warnings
+import weakref
+from typing import Any, Sequence
+
+import torch
+
+from app.llm.engine_thread import EngineThread
+from app.llm.optimizations import OptimizationPlan, as_dicts, normalize_quantization
+from app.llm.prompts import PROMPT_VERSION, render_prompt
+from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
+
+_FINISH = {"stop": "stop", "length": "length", "error": "error", "abort": "cancelled"}
+_MAX_LOAD_ATTEMPTS = 5  # each failed optional feature costs one reload; there are four of them
+_ids = itertools.count()
+
+
+class OptimizedLocalDocGenerator:
+    """Documents code chunks with the engine: continuous batching, prefix reuse, and the rest."""
+
+    def __init__(
+        self,
+        model_id: str,
+        quantization: str | None = "4bit",
+        max_batch_size: int = 8,
+        enable_speculative_decoding: bool = False,
+        draft_model_id: str | None = None,
+        enable_static_cache: bool = True,
+        enable_kv_cache_quantization: bool = False,
+        enable_compilation: bool = False,
+        use_flash_attention: bool = True,
+        max_seq_length: int = 4096,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        ignore_eos: bool = False,
+        device: str = "auto",
+        lora_id: str | None = None,
+        lora_path: str | None = None,
+        kv_cache_memory_gb: float | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        from app.engine import SamplingParams
+
+        if not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be a positive integer, got {max_batch_size!r}")
+        if not isinstance(max_seq_length, int) or max_seq_length < 2:
+            raise ValueError(f"max_seq_length must be an integer >= 2, got {max_seq_length!r}")
+        if lora_id and lora_path and lora_id != lora_path:
+            raise ValueError("pass lora_id or lora_path, not both")
+        reserved = {"max_num_seqs", "enable_prefix_caching", "quantization", "kv_cache_dtype", "enable_compilation",
+                    "attention_backend", "speculative_method", "speculative_draft_model", "max_model_len"}
+        clash = sorted(reserved & set(engine_kwargs))
+        if clash:
+            raise ValueError(f"{clash} are set from the guide's parameters (max_batch_size, enable_static_cache, "
+                             "quantization, ...); pass those instead")
+        self.model_id = str(model_id)
+        self.max_seq_length = max_seq_length
+        self.max_new_tokens = max_new_tokens
+        self._params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                      top_k=top_k, seed=seed, ignore_eos=ignore_eos)
+        self._warned: set[str] = set()
+        self._py_warn_registry: dict = {}  # warnings.warn_explicit's registry, private to this generator
+        self.warnings: list[str] = []
+        self._closed = False
+        dev = _resolve_device(device)
+        self._plan = OptimizationPlan(
+            device=dev, quantization=normalize_quantization(quantization), max_batch_size=max_batch_size,
+            enable_speculative_decoding=bool(enable_speculative_decoding), draft_model_id=draft_model_id,
+            enable_static_cache=bool(enable_static_cache),
+            enable_kv_cache_quantization=bool(enable_kv_cache_quantization),
+            enable_compilation=bool(enable_compilation), use_flash_attention=bool(use_flash_attention),
+            warn=self._warn_once)
+        base = dict(engine_kwargs, device=str(dev), max_model_len=max_seq_length,
+                    kv_cache_memory_gb=kv_cache_memory_gb, lora_path=lora_path or lora_id)
+        llm = self._load(base, max_batch_size, bool(enable_static_cache))
+        self._optimizations = self._plan.finalize(llm)
+        self.tokenizer = llm.tokenizer.hf
+        self._engine = EngineThread(llm)
+        self._finalizer = weakref.finalize(self, self._engine.close)
+
+    # ----- loading ------------------------------------------------------------------------
+    def _load(self, base: dict, max_batch_size: int, static_cache: bool):
+        from app.engine import LLM
+
+        for _ in range(_MAX_LOAD_ATTEMPTS):
+            try:
+                return LLM(self.model_id, **base, **self._plan.engine_kwargs(max_batch_size, static_cache))
+            except Exception as e:
+                culprit = self._plan.blame(e)
+                if culprit is None:  # not an optional optimization: a real error the user must see
+                    raise
+                self._plan.degrade(culprit, f"{type(e).__name__}: {e}")
+        raise RuntimeError("the engine failed to load even with every optional optimization off")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        """One warning per key per generator (a per-generator registry, not Python's per-line one)."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        self.warnings.append(message)
+        frame = sys._getframe(1)
+        while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("app.llm"):
+            frame = frame.f_back
+        warnings.warn_explicit(message, UserWarning, frame.f_code.co_filename, frame.f_lineno,
+                               module=frame.f_globals.get("__name__", "?"), registry=self._py_warn_registry)
+
+    # ----- generation ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this OptimizedLocalDocGenerator is closed; create a new one")
+
+    async def generate_async(self, chunk: ChunkLike) -> DocResult:
+        """Document one chunk; concurrent calls share the engine's batch."""
+        self._check_open()
+        submitted = time.perf_counter()
+        try:
+            c = as_chunk(chunk)
+        except (TypeError, ValueError) as e:
+            return DocResult(chunk_id="", finish_reason="error", error=f"{type(e).__name__}: {e}")
+        if not c.code.strip():
+            return DocResult(chunk_id=c.id, finish_reason="error",
+                             error="ValueError: the chunk has no code (empty or whitespace only)")
+        try:
+            prompt = render_prompt(self.tokenizer, c)
+        except Exception as e:  # a template that cannot render this chunk fails this chunk only
+            return DocResult(chunk_id=c.id, finish_reason="error", error=f"{type(e).__name__}: {e}")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        rid = f"doc-{next(_ids)}"
+
+        def on_done(out: Any) -> None:  # runs in the engine thread
+            try:
+                loop.call_soon_threadsafe(_resolve, fut, out)
+            except RuntimeError:
+                pass  # the caller's loop is closed: nobody waits for this result any more
+
+        self._engine.submit(prompt, self._params, rid, on_done)
+        try:
+            out = await fut
+        except asyncio.CancelledError:
+            self._engine.abort(rid)  # frees its KV blocks at the engine's next command check
+            raise
+        except Exception as e:
+            return DocResult(chunk_id=c.id, finish_reason="error", error=f"{type(e).__name__}: {e}",
+                             total_time=time.perf_counter() - submitted)
+        return self._to_result(c, out, submitted)
+
+    def _to_result(self, c: CodeChunk, out: Any, submitted: float) -> DocResult:
+        m = out.metrics
+        now = time.perf_counter()
+        total = now - submitted
+        # The engine times from its own intake; shift by the time spent in our queue before it.
+        lag = total - m["total_time"] if m.get("total_time") is not None else 0.0
+        error = out.error
+        if error and "maximum length" in error:
+            error = f"{error} (max_seq_length={self.max_seq_length})"
+        res = DocResult(
+            chunk_id=c.id, text=out.text.strip(), prompt_tokens=len(out.prompt_token_ids),
+            completion_tokens=len(out.token_ids), cached_prompt_tokens=out.num_cached_tokens,
+            finish_reason=_FINISH.get(out.finish_reason or "", out.finish_reason or ""),
+            queue_time=(m.get("queue_time") or 0.0) + lag,
+            time_to_first_token=(m["time_to_first_token"] + lag) if m.get("time_to_first_token") is not None else 0.0,
+            total_time=total, error=error)
+        res.extra["token_ids"] = list(out.token_ids)
+        if m.get("spec_proposed"):
+            res.extra.update(spec_proposed=m["spec_proposed"], spec_accepted=m.get("spec_accepted", 0))
+        return res
+
+    async def generate_batch_async(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
+        """Document every chunk concurrently in the engine's batch; results in input order."""
+        self._check_open()
+        return list(await asyncio.gather(*(self.generate_async(c) for c in chunks)))
+
+    def generate_batch(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
+        """Synchronous `generate_batch_async` (for code without an event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.generate_batch_async(chunks))
+        raise RuntimeError("generate_batch() blocks; inside async code use `await generator.generate_batch_async(...)`")
+
+    def generate(self, chunk: ChunkLike) -> DocResult:
+        return self.generate_batch([chunk])[0]
+
+    # ----- reporting and lifetime ---------------------------------------------------------
+    @property
+    def engine_stats(self) -> dict[str, Any]:
+        """The engine's scheduler counters (steps, max_seqs_in_step, prefix-cache hits, free KV blocks)."""
+        return self._engine.call(lambda llm: dict(llm.stats))
+
+    def report(self) -> dict[str, Any]:
+        llm = self._engine.llm
+        opts = as_dicts(self._optimizations)
+        cfg = llm.config
+        return {
+            "generator": "OptimizedLocalDocGenerator",
+            "model": self.model_id,
+            "device": str(llm.device),
+            "dtype": str(llm.dtype).replace("torch.", ""),
+            "prompt_version": PROMPT_VERSION,
+            "optimizations": opts,
+            "active": [k for k, v in opts.items() if v["active"]],
+            "inactive": {k: v["detail"] for k, v in opts.items() if not v["active"]},
+            "engine": {"load_report": dict(llm.load_report), "max_num_seqs": cfg.max_num_seqs,
+                       "max_num_batched_tokens": cfg.max_num_batched_tokens, "block_size": cfg.block_size,
+                       "max_model_len": llm.max_model_len, "attention_backend": cfg.attention_backend},
+            "sampling": {"max_new_tokens": self._params.max_tokens, "temperature": self._params.temperature,
+                         "ignore_eos": self._params.ignore_eos},
+            "stats": self.engine_stats,
+            "warnings": list(self.warnings),
+            "torch_version": torch.__version__,
+            "closed": self._closed,
+        }
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine.close()
+
+    async def __aenter__(self) -> "OptimizedLocalDocGenerator":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        # Joining the thread blocks; do it off the event loop.
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> "OptimizedLocalDocGenerator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _resolve(fut: asyncio.Future, out: Any) -> None:
+    if fut.done():  # cancelled meanwhile
+        return
+    if isinstance(out, BaseException):
+        fut.set_exception(out)
+    else:
+        fut.set_result(out)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but no CUDA device is available; use device='cpu' or 'auto'")
+    return dev
+
+
+def create_optimized_local_generator(
+    model_id: str,
+    quantization: str | None = "4bit",
+    max_batch_size: int = 8,
+    enable_speculative_decoding: bool = False,
+    draft_model_id: str | None = None,
+    enable_static_cache: bool = True,
+    enable_kv_cache_quantization: bool = False,
+    enable_compilation: bool = False,
+    use_flash_attention: bool = True,
+    max_seq_length: int = 4096,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    device: str = "auto",
+    lora_id: str | None = None,
+    lora_path: str | None = None,
+    kv_cache_memory_gb: float | None = None,
+    **engine_kwargs: Any,
+) -> OptimizedLocalDocGenerator:
+    """The guide's factory. Optimizations this machine or engine cannot run are turned off with
+    one warning each; `generator.report()` says what is active. Extra keyword arguments: top_p,
+    top_k, seed, ignore_eos (sampling) and any other `app.engine.LLM` argument (dtype,
+    max_num_batched_tokens, block_size, ...)."""
+    return OptimizedLocalDocGenerator(
+        model_id, quantization, max_batch_size, enable_speculative_decoding, draft_model_id, enable_static_cache,
+        enable_kv_cache_quantization, enable_compilation, use_flash_attention, max_seq_length,
+        max_new_tokens=max_new_tokens, temperature=temperature, device=device, lora_id=lora_id,
+        lora_path=lora_path, kv_cache_memory_gb=kv_cache_memory_gb, **engine_kwargs)
