@@ -82,13 +82,11 @@ def scale_operand(scale, fallback: torch.Tensor) -> tuple[torch.Tensor, float, b
     return fallback, float(scale), False
 
 
-def scale_operands(k_scale, v_scale, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float, bool]:
-    """(k_ptr, v_ptr, k_value, v_value, from_pointer): one constexpr covers both scales."""
+def scale_operands(k_scale, v_scale, like: torch.Tensor) -> tuple[tuple, dict]:
+    """Kernel arguments for both scales: (k_ptr, v_ptr, k_value, v_value) and their constexprs."""
     k_ptr, k_val, k_from_ptr = scale_operand(k_scale, like)
     v_ptr, v_val, v_from_ptr = scale_operand(v_scale, like)
-    if k_from_ptr != v_from_ptr:
-        raise ValueError("pass k_scale and v_scale the same way: both device tensors, or both floats / None")
-    return k_ptr, v_ptr, k_val, v_val, k_from_ptr
+    return (k_ptr, v_ptr, k_val, v_val), dict(K_SCALE_PTR=k_from_ptr, V_SCALE_PTR=v_from_ptr)
 
 
 def fp8_max(dtype: torch.dtype) -> float:

@@ -67,7 +67,7 @@ def _decode_split_kernel(
     stride_bt, block_size, num_heads,
     NUM_SPLITS: tl.constexpr, GROUP: tl.constexpr, BLOCK_G: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    SCALE_FROM_PTR: tl.constexpr, PRECISION: tl.constexpr,
+    K_SCALE_PTR: tl.constexpr, V_SCALE_PTR: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -80,9 +80,11 @@ def _decode_split_kernel(
     d_ok = d < HEAD_DIM
     q = tl.load(q_ptr + seq * stride_qt + head[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # (G, D)
+    if DOT_F32:  # the interpreter's tl.dot cannot multiply bf16 (it multiplies raw bits)
+        q = q.to(tl.float32)
 
-    k_scale = load_scale(k_scale_ptr, k_scale_val, SCALE_FROM_PTR)
-    v_scale = load_scale(v_scale_ptr, v_scale_val, SCALE_FROM_PTR)
+    k_scale = load_scale(k_scale_ptr, k_scale_val, K_SCALE_PTR)
+    v_scale = load_scale(v_scale_ptr, v_scale_val, V_SCALE_PTR)
     qk_scale = sm_scale * k_scale * 1.4426950408889634
     m_i = tl.full([BLOCK_G], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
@@ -174,14 +176,14 @@ def plan_decode(q, k_cache, v_cache, meta: AttentionMetadata, scale, k_scale, v_
     cfg = config or default_decode_config()
     splits = cfg.num_splits or decode_num_splits(num_seqs, num_kv_heads, max_context, q.device)
     group = num_heads // num_kv_heads
-    k_ptr, v_ptr, k_val, v_val, from_ptr = scale_operands(k_scale, v_scale, q)
+    scale_args, scale_constexprs = scale_operands(k_scale, v_scale, q)
     # Workspace from the caching allocator (inside a graph: from its private pool).
     part_out = torch.empty((num_seqs, num_heads, splits, head_dim), dtype=torch.float32, device=q.device)
     part_lse = torch.empty((num_seqs, num_heads, splits), dtype=torch.float32, device=q.device)
     split_args = (
         q, k_cache, v_cache, part_out, part_lse,
         meta.seq_lens, meta.block_tables,
-        k_ptr, v_ptr, k_val, v_val, float(scale),
+        *scale_args, float(scale),
         q.stride(0), q.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         meta.block_tables.stride(0), k_cache.shape[1], num_heads,
@@ -189,7 +191,7 @@ def plan_decode(q, k_cache, v_cache, meta: AttentionMetadata, scale, k_scale, v_
     split_constexprs = dict(
         NUM_SPLITS=splits, GROUP=group, BLOCK_G=max(16, next_pow2(group)),
         HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, BLOCK_D=next_pow2(head_dim),
-        SCALE_FROM_PTR=from_ptr, PRECISION=dot_precision(q.dtype),
+        **scale_constexprs, PRECISION=dot_precision(q.dtype), DOT_F32=interpreting(),
     )
     reduce_args = (part_out, part_lse, out, out.stride(0), out.stride(1), num_heads)
     reduce_constexprs = dict(NUM_SPLITS=splits, BLOCK_S=next_pow2(splits), HEAD_DIM=head_dim,

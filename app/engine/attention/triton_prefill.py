@@ -53,7 +53,7 @@ def _prefill_kernel(
     stride_bt, block_size,
     GROUP: tl.constexpr, GROUP_P: tl.constexpr, BLOCK_Q: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    SCALE_FROM_PTR: tl.constexpr, PRECISION: tl.constexpr,
+    K_SCALE_PTR: tl.constexpr, V_SCALE_PTR: tl.constexpr, PRECISION: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     BLOCK_M: tl.constexpr = BLOCK_Q * GROUP_P
     q_block = tl.program_id(0)
@@ -74,9 +74,11 @@ def _prefill_kernel(
     io_mask = row_ok[:, None] & (d[None, :] < HEAD_DIM)
     q = tl.load(q_ptr + (q_start + tok)[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
                 mask=io_mask, other=0.0)  # (M, D)
+    if DOT_F32:  # the interpreter's tl.dot cannot multiply bf16 (it multiplies raw bits)
+        q = q.to(tl.float32)
 
-    k_scale = load_scale(k_scale_ptr, k_scale_val, SCALE_FROM_PTR)
-    v_scale = load_scale(v_scale_ptr, v_scale_val, SCALE_FROM_PTR)
+    k_scale = load_scale(k_scale_ptr, k_scale_val, K_SCALE_PTR)
+    v_scale = load_scale(v_scale_ptr, v_scale_val, V_SCALE_PTR)
     qk_scale = sm_scale * k_scale * 1.4426950408889634  # fold the K dequant scale and log2(e)
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -140,12 +142,12 @@ def plan_prefill(q, k_cache, v_cache, meta: AttentionMetadata, scale, k_scale, v
     group_p = next_pow2(group)
     cfg = config or default_prefill_config(head_dim, q.dtype)
     block_q = max(1, cfg.block_m // group_p)
-    k_ptr, v_ptr, k_val, v_val, from_ptr = scale_operands(k_scale, v_scale, q)
+    scale_args, scale_constexprs = scale_operands(k_scale, v_scale, q)
     grid = (triton.cdiv(meta.max_query_len, block_q), meta.num_seqs, num_kv_heads)
     args = (
         q, k_cache, v_cache, out,
         meta.query_start_loc, meta.seq_lens, meta.block_tables,
-        k_ptr, v_ptr, k_val, v_val, float(scale),
+        *scale_args, float(scale),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         meta.block_tables.stride(0), k_cache.shape[1],
@@ -153,7 +155,7 @@ def plan_prefill(q, k_cache, v_cache, meta: AttentionMetadata, scale, k_scale, v
     constexprs = dict(
         GROUP=group, GROUP_P=group_p, BLOCK_Q=block_q,
         HEAD_DIM=head_dim, BLOCK_N=cfg.block_n, BLOCK_D=next_pow2(head_dim),
-        SCALE_FROM_PTR=from_ptr, PRECISION=dot_precision(q.dtype),
+        **scale_constexprs, PRECISION=dot_precision(q.dtype), DOT_F32=interpreting(),
     )
     options = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return [Launch(_prefill_kernel, grid, args, constexprs, options)]

@@ -23,7 +23,7 @@ def _store_kv_kernel(
     block_size,
     NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-    IS_FP8: tl.constexpr, FP8_MAX: tl.constexpr, SCALE_FROM_PTR: tl.constexpr,
+    IS_FP8: tl.constexpr, FP8_MAX: tl.constexpr, K_SCALE_PTR: tl.constexpr, V_SCALE_PTR: tl.constexpr,
 ):
     t = tl.program_id(0)
     slot = tl.load(slot_ptr + t).to(tl.int64)
@@ -37,8 +37,8 @@ def _store_kv_kernel(
     k = tl.load(key_ptr + t * stride_kt + h * stride_kh + d, mask=mask, other=0.0)
     v = tl.load(value_ptr + t * stride_vt + h * stride_vh + d, mask=mask, other=0.0)
     if IS_FP8:
-        ks = load_scale(k_scale_ptr, k_scale_val, SCALE_FROM_PTR)
-        vs = load_scale(v_scale_ptr, v_scale_val, SCALE_FROM_PTR)
+        ks = load_scale(k_scale_ptr, k_scale_val, K_SCALE_PTR)
+        vs = load_scale(v_scale_ptr, v_scale_val, V_SCALE_PTR)
         k = tl.minimum(tl.maximum(k.to(tl.float32) / ks, -FP8_MAX), FP8_MAX)
         v = tl.minimum(tl.maximum(v.to(tl.float32) / vs, -FP8_MAX), FP8_MAX)
     tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
@@ -81,10 +81,10 @@ def plan_store_kv(
     if num_tokens == 0:
         return []
     fp8 = is_fp8(k_cache.dtype)
-    k_ptr, v_ptr, k_val, v_val, from_ptr = scale_operands(k_scale, v_scale, key)
+    scale_args, scale_constexprs = scale_operands(k_scale, v_scale, key)
     args = (
         key, value, k_cache, v_cache, slot_mapping,
-        k_ptr, v_ptr, k_val, v_val,
+        *scale_args,
         key.stride(0), key.stride(1), value.stride(0), value.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         k_cache.shape[1],
@@ -92,7 +92,7 @@ def plan_store_kv(
     constexprs = dict(
         NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim,
         BLOCK_H=next_pow2(num_kv_heads), BLOCK_D=next_pow2(head_dim),
-        IS_FP8=fp8, FP8_MAX=fp8_max(k_cache.dtype), SCALE_FROM_PTR=from_ptr,
+        IS_FP8=fp8, FP8_MAX=fp8_max(k_cache.dtype), **scale_constexprs,
     )
     options = dict(num_warps=1 if num_kv_heads * head_dim <= 256 else 4)
     return [Launch(_store_kv_kernel, (num_tokens,), args, constexprs, options)]
