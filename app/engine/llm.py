@@ -210,6 +210,8 @@ class LLM:
         s["kv_free_blocks"] = self.block_manager.num_free_blocks
         s["evictions"] = self.block_manager.num_evictions
         s["mean_seqs_per_step"] = s["seqs_in_steps"] / s["steps"] if s["steps"] else 0.0
+        if self.spec is not None:
+            s.update(self.spec.stats())
         return s
 
 
