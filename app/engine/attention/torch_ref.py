@@ -74,28 +74,30 @@ def paged_attention(
     if meta.is_pure_decode:
         return _decode(q, k_cache, v_cache, meta, scale, k_scale, v_scale)
     out = torch.empty_like(q)
-    starts = meta.query_start_loc.tolist() if meta.query_start_loc.device.type == "cpu" else None
     start = 0
     for i, (qlen, slen) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
-        s = starts[i] if starts is not None else start
+        s, start = start, start + qlen
         bt = meta.block_tables[i : i + 1]
         k = gather_kv(k_cache, bt, slen, q.dtype, k_scale)[0]  # (slen, Hkv, D)
         v = gather_kv(v_cache, bt, slen, q.dtype, v_scale)[0]
         out[s : s + qlen] = _attend(q[s : s + qlen], k, v, scale)
-        start = s + qlen
     return out
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """One sequence: q (n, Hq, D) are the last n of the L positions in k, v (L, Hkv, D)."""
     n, L = q.shape[0], k.shape[0]
-    qi = torch.arange(n, device=q.device).unsqueeze(1) + (L - n)
-    mask = torch.arange(L, device=q.device).unsqueeze(0) <= qi  # (n, L) lower-right causal
+    if n == L:  # no cached prefix: plain causal (SDPA's top-left alignment is right here)
+        mask, causal = None, True
+    else:
+        qi = torch.arange(n, device=q.device).unsqueeze(1) + (L - n)
+        mask, causal = torch.arange(L, device=q.device).unsqueeze(0) <= qi, False  # lower-right
     o = F.scaled_dot_product_attention(
         q.transpose(0, 1).unsqueeze(0),  # (1, Hq, n, D)
         k.transpose(0, 1).unsqueeze(0),  # (1, Hkv, L, D)
         v.transpose(0, 1).unsqueeze(0),
         attn_mask=mask,
+        is_causal=causal,
         scale=scale,
         enable_gqa=q.shape[1] != k.shape[1],
     )

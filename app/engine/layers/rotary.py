@@ -52,8 +52,11 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         """positions (T,); q (T, Hq, D); k (T, Hkv, D) -> rotated q, k."""
-        cos = self.cos[positions].to(q.dtype).unsqueeze(1)  # (T, 1, D)
-        sin = self.sin[positions].to(q.dtype).unsqueeze(1)
+        # Every layer of a step passes the same positions tensor: look the table up once.
+        if positions is not getattr(self, "_pos", None) or self._cs[0].dtype != q.dtype:
+            self._pos = positions
+            self._cs = (self.cos[positions].to(q.dtype).unsqueeze(1), self.sin[positions].to(q.dtype).unsqueeze(1))
+        cos, sin = self._cs  # (T, 1, D)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
 

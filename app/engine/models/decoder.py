@@ -127,6 +127,7 @@ class DecoderModel(nn.Module):
         self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
 
     def forward(self, input_ids, positions, meta):
+        self.rotary._pos = None  # the cos/sin lookup is shared by this step's layers only
         h = self.embed_tokens(input_ids)  # (T, hidden)
         for layer in self.layers:
             h = layer(positions, h, meta)
