@@ -39,8 +39,10 @@ def _store_kv_kernel(
     if IS_FP8:
         ks = load_scale(k_scale_ptr, k_scale_val, K_SCALE_PTR)
         vs = load_scale(v_scale_ptr, v_scale_val, V_SCALE_PTR)
-        k = tl.minimum(tl.maximum(k.to(tl.float32) / ks, -FP8_MAX), FP8_MAX)
-        v = tl.minimum(tl.maximum(v.to(tl.float32) / vs, -FP8_MAX), FP8_MAX)
+        # Correctly rounded division (plain `/` is approximate on the GPU), as torch_ref divides.
+        zero = tl.zeros([BLOCK_H, BLOCK_D], tl.float32)
+        k = tl.minimum(tl.maximum(tl.div_rn(k.to(tl.float32), zero + ks), -FP8_MAX), FP8_MAX)
+        v = tl.minimum(tl.maximum(tl.div_rn(v.to(tl.float32), zero + vs), -FP8_MAX), FP8_MAX)
     tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
     tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
 
