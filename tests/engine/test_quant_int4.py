@@ -78,14 +78,16 @@ def test_int4_linear_fp32_kernel_matches_reference(bias, m):
 def test_int4_linear_bf16_kernel_and_dense_path():
     lin = torch.nn.Linear(128, 64)
     x = torch.randn(2, 7, 128)  # (batch, seq, hidden): leading dims are kept
+    exact = Int4Linear.from_linear(lin, 64, dense_min_m=8, cpu_compute_dtype=torch.float32)
+    ref = exact.reference_forward(x)
+    torch.testing.assert_close(exact(x), ref, atol=1e-5, rtol=1e-5)  # M = 14 >= 8: fp32 dense path
+    torch.testing.assert_close(exact.dequantize_weight(), exact.to_int4_weights().dequantize(), atol=1e-6, rtol=0)
     mod = Int4Linear.from_linear(lin, 64, dense_min_m=8, cpu_compute_dtype=torch.bfloat16)
-    ref = mod.reference_forward(x)
-    y_dense = mod(x)  # M = 14 >= 8: dequantize + fp32 F.linear
-    torch.testing.assert_close(y_dense, ref, atol=1e-5, rtol=1e-5)
-    y_kernel = mod(x[:, :3])  # M = 6 < 8: bf16 kernel (activations rounded to bf16)
-    assert y_kernel.shape == (2, 3, 64) and y_kernel.dtype == torch.float32
-    err = (y_kernel - ref[:, :3]).abs().max()
-    assert err <= 0.02 * ref.abs().max() + 1e-3
+    tol = 0.02 * ref.abs().max() + 1e-3  # activations (and the dense weight) rounded to bf16
+    y_dense = mod(x)
+    assert y_dense.dtype == torch.float32 and (y_dense - ref).abs().max() <= tol
+    y_kernel = mod(x[:, :3])  # M = 6 < 8: the packed bf16 kernel
+    assert y_kernel.shape == (2, 3, 64) and (y_kernel - ref[:, :3]).abs().max() <= tol
 
 
 def test_int4_linear_round_trips_its_weights():

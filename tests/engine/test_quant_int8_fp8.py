@@ -25,8 +25,10 @@ def test_int8_linear_kernel_matches_reference(bias):
     bf = Int8Linear.from_linear(lin, dense_min_m=None, cpu_compute_dtype=torch.bfloat16)
     ref = bf.reference_forward(x)
     assert (bf(x) - ref).abs().max() <= 0.02 * ref.abs().max() + 1e-3  # bf16 activations
-    dense = Int8Linear.from_linear(lin, dense_min_m=1, cpu_compute_dtype=torch.bfloat16)
-    torch.testing.assert_close(dense(x), ref, atol=1e-5, rtol=1e-5)  # dense path is fp32 here
+    dense = Int8Linear.from_linear(lin, dense_min_m=1, cpu_compute_dtype=torch.float32)
+    torch.testing.assert_close(dense(x), ref, atol=1e-5, rtol=1e-5)
+    dense_bf = Int8Linear.from_linear(lin, dense_min_m=1, cpu_compute_dtype=torch.bfloat16)
+    assert (dense_bf(x) - ref).abs().max() <= 0.02 * ref.abs().max() + 1e-3
     assert (mod(x) - lin(x)).norm() < 0.02 * lin(x).norm()
 
 

@@ -70,20 +70,16 @@ def unpack_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     a last block of the remaining r < 64 rows is stored (K, r/2) with byte j = q[2j] | q[2j+1] << 4.
     """
     flat = packed.reshape(-1)
-    out = []
-    n0 = off = 0
-    while n0 < n:
-        b = 64 if n - n0 >= 64 else n - n0
-        v = flat[off : off + b * k // 2].reshape(k, b // 2)  # (K, b/2) bytes
-        lo, hi = v & 0xF, v >> 4
-        if b == 64:
-            blk = torch.cat([lo, hi], dim=-1)  # (K, 64): rows j and j + 32
-        else:
-            blk = torch.stack([lo, hi], dim=-1).reshape(k, b)  # (K, b): rows 2j and 2j + 1
-        out.append(blk.t())
-        n0 += b
-        off += b * k // 2
-    return torch.cat(out, dim=0)
+    n64 = n - n % 64
+    v = flat[: n64 * k // 2].reshape(n64 // 64, k, 32)  # (blocks, K, 32) bytes
+    full = torch.cat([v & 0xF, v >> 4], dim=-1)  # (blocks, K, 64): rows j and j + 32
+    out = full.permute(0, 2, 1).reshape(n64, k)
+    if n64 == n:
+        return out
+    r = n - n64
+    t = flat[n64 * k // 2 :].reshape(k, r // 2)  # (K, r/2): rows 2j and 2j + 1
+    tail = torch.stack([t & 0xF, t >> 4], dim=-1).reshape(k, r).t()
+    return torch.cat([out, tail], dim=0)
 
 
 @functools.lru_cache(maxsize=None)

@@ -75,25 +75,40 @@ class Int4Linear(nn.Module):
                            self.group_size)
 
     def dequantize_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(N, K) dense weight."""
+        """(N, K) dense weight: q * scale + (zero - 8 * scale), one fused multiply-add per weight."""
         sz = self.scales_and_zeros
         try:
-            q = self.levels()
+            q = self.levels()  # (N, K) uint8
         except RuntimeError:
             return K.dequantize_via_kernel(self.packed, sz, self.group_size, self.out_features,
                                            self.in_features, dtype, sz.device)
-        return dequantize_int4(q, sz[..., 0].t(), sz[..., 1].t(), self.group_size).to(dtype)
+        n, k, g = self.out_features, self.in_features, self.group_size
+        p = sz.to(torch.float32).permute(1, 0, 2)  # (N, G, 2), small
+        scale = p[..., :1]
+        base = p[..., 1:] - 8.0 * scale  # (N, G, 1): the value of level 0
+        # in place: fresh multi-MB allocations (page faults) cost more than the arithmetic on CPU
+        w = q.to(dtype).reshape(n, k // g, g)
+        w.mul_(scale.to(dtype)).add_(base.to(dtype))
+        return w.reshape(n, k)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Independent of the kernels and of dequantize_weight: the levels through dequantize_int4."""
+        sz = self.scales_and_zeros.float()
+        try:
+            w = dequantize_int4(self.levels(), sz[..., 0].t(), sz[..., 1].t(), self.group_size)
+        except RuntimeError:  # CUDA without the portable copy: only the kernel can read the layout
+            w = self.dequantize_weight(torch.float32)
         b = self.bias.float() if self.bias is not None else None
-        return F.linear(x.float(), self.dequantize_weight(torch.float32), b).to(x.dtype)
+        return F.linear(x.float(), w, b).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
-            return F.linear(x, self.dequantize_weight(x.dtype), self.bias)
-        y = K.int4_mm(x2.to(self.kdtype).contiguous(), self.packed, self.group_size, self.scales_and_zeros)
+            # dense in the kernel dtype too: on CPUs with AMX a bf16 matmul is several times an fp32 one
+            y = F.linear(x2.to(self.kdtype), self.dequantize_weight(self.kdtype))
+        else:
+            y = K.int4_mm(x2.to(self.kdtype).contiguous(), self.packed, self.group_size, self.scales_and_zeros)
         y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)

@@ -53,7 +53,7 @@ class Int8Linear(nn.Module):
 
     def dequantize_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, K) dense weight."""
-        return (self.qweight.to(dtype) * self.scale.to(dtype)[:, None])
+        return self.qweight.to(dtype).mul_(self.scale.to(dtype)[:, None])  # in place: one allocation
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.bias.float() if self.bias is not None else None
@@ -62,9 +62,12 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
-        if not self.use_kernel or (self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m):
+        if not self.use_kernel:  # CUDA: dequantize + matmul in the model's dtype
             return F.linear(x, self.dequantize_weight(x.dtype), self.bias)
-        y = torch.ops.aten._weight_int8pack_mm(x2.to(self.kdtype).contiguous(), self.qweight, self.scale)
+        if self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
+            y = F.linear(x2.to(self.kdtype), self.dequantize_weight(self.kdtype))  # bf16 uses AMX where present
+        else:
+            y = torch.ops.aten._weight_int8pack_mm(x2.to(self.kdtype).contiguous(), self.qweight, self.scale)
         y = y.to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)

@@ -36,13 +36,14 @@ def supported_formats(device: torch.device | str) -> dict[str, str | None]:
     return out
 
 
-# Measured with benchmarks/quant_kernels.py (see the quant report / BENCHMARKS.md):
-# CPU (2-core Sapphire Rapids, torch 2.13, fp32 model, bf16 kernel activations, 1024x1024 weight):
-#   the int4 kernel is fastest up to M ~ 16, dense (dequantize + fp32 matmul) from M >= 32.
+# Measured with benchmarks/quant_kernels.py --threads 1 (1024x1024 weight, fp32 model activations,
+# bf16 kernel activations, 2-core Sapphire Rapids VM shared with other jobs, torch 2.13):
+#   int4: packed kernel 2.8 ms vs dequantize + bf16 matmul 3.5 ms at M=64; 7.2 vs 6.6 at M=128.
+#   int8: packed kernel 0.46 vs 1.7 ms at M=16; 2.5 vs 2.2 at M=32.
 # CUDA int4: estimated from REFERENCE.md's H100 probe (tinygemm 0.023 ms vs bf16 0.024 ms at M=16,
 #   0.081 vs 0.018 at M=64) plus an unfused dequantize of roughly 0.05 ms: dense wins from M ~ 64.
-#   Not yet measured on a GPU with this code.
-_DEFAULT_DENSE_MIN_M = {("cpu", "4bit"): 32, ("cpu", "8bit"): 32, ("cuda", "4bit"): 64, ("cuda", "8bit"): 1}
+#   Not yet measured on a GPU with this code. CUDA int8 always dequantizes (value unused).
+_DEFAULT_DENSE_MIN_M = {("cpu", "4bit"): 128, ("cpu", "8bit"): 32, ("cuda", "4bit"): 64, ("cuda", "8bit"): 1}
 
 
 def default_dense_min_m(device: torch.device | str, fmt: str) -> int | None:
