@@ -183,9 +183,10 @@ def test_prefill_matches_ref_bf16():
     torch.testing.assert_close(out, ref, **tol(torch.bfloat16))
 
 
-def test_prefill_odd_group_and_wider_head():
-    # group 3 (padded to 4 rows per token), head_dim 32, MHA-like single KV head.
-    out, ref = run_step(make_case([21, 6], [13, 6], 4, hkv=1, group=3, d=32, seed=4))
+@pytest.mark.parametrize("d", [24, 32])
+def test_prefill_odd_group_and_head_dims(d):
+    # group 3 (padded to 4 rows per token), one KV head; head_dim 24 pads to 32 (masked loads).
+    out, ref = run_step(make_case([21, 6], [13, 6], 4, hkv=1, group=3, d=d, seed=4))
     torch.testing.assert_close(out, ref, **tol(torch.float32))
 
 
@@ -216,8 +217,9 @@ def test_decode_matches_ref_fp32(block_size, num_splits):
     torch.testing.assert_close(out, ref, **tol(torch.float32))
 
 
-def test_decode_through_backend_bf16_and_gqa_group_4():
-    c = make_case(DECODE_SEQ_LENS, [1] * 4, 4, group=4, dtype=torch.bfloat16, seed=7)
+@pytest.mark.parametrize("group,d", [(4, 16), (3, 24)])
+def test_decode_through_backend_bf16_gqa_groups(group, d):
+    c = make_case(DECODE_SEQ_LENS, [1] * 4, 4, group=group, d=d, dtype=torch.bfloat16, seed=7)
     out, ref = run_step(c)  # pure decode: paged_attention dispatches to the split-KV kernels
     torch.testing.assert_close(out, ref, **tol(torch.bfloat16))
 

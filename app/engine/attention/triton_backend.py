@@ -18,8 +18,12 @@ from .metadata import AttentionMetadata
 
 
 def is_available() -> bool:
-    """True when triton is installed and there is a CUDA device or the interpreter is on."""
+    """True when triton imports and there is a CUDA device or the interpreter is on."""
     if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # a broken install counts as absent
         return False
     from .triton_common import interpreting
 

@@ -56,6 +56,12 @@ def check_cache(k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
         raise ValueError("the KV cache's head_dim must be contiguous (stride 1); allocate it with torch.empty")
 
 
+def check_meta(meta) -> None:
+    bt = meta.block_tables
+    if bt.dim() != 2 or (bt.shape[1] > 1 and bt.stride(1) != 1):
+        raise ValueError("meta.block_tables must be a (num_seqs, max_blocks) tensor with contiguous rows")
+
+
 def check_rows(x: torch.Tensor, name: str) -> None:
     """Kernels index (tokens, heads, head_dim) with free token/head strides but a unit last stride."""
     if x.dim() != 3:

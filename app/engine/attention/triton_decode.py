@@ -13,6 +13,7 @@ A sequence with seq_len 0 (a padding row of a graph bucket) gets an all-zero out
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ import triton.language as tl
 
 from .metadata import AttentionMetadata
 from .triton_common import (
-    Launch, attend_tile, check_cache, check_rows, dot_precision, interpreting, load_scale, next_pow2,
+    Launch, attend_tile, check_cache, check_meta, check_rows, dot_precision, interpreting, load_scale, next_pow2,
     scale_operands,
 )
 
@@ -44,13 +45,18 @@ def default_decode_config() -> DecodeConfig:
     return DecodeConfig()
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def decode_num_splits(num_seqs: int, num_kv_heads: int, max_context: int, device: torch.device) -> int:
     """Splits so that stage 1 has about two programs per SM, from shapes only (graph-safe).
 
     max_context is the capacity of the block table (max_blocks_per_seq * block_size).
     """
     if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     else:
         sms = 2  # interpreter: keep the grid small, but still split long contexts
     want = triton.cdiv(2 * sms, max(1, num_seqs * num_kv_heads))
@@ -157,6 +163,7 @@ def decode_attention(
 def plan_decode(q, k_cache, v_cache, meta: AttentionMetadata, scale, k_scale, v_scale, out,
                 config: DecodeConfig | None = None) -> list[Launch]:
     check_cache(k_cache, v_cache)
+    check_meta(meta)
     check_rows(q, "q")
     check_rows(out, "out")
     num_seqs, num_heads, head_dim = q.shape

@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .metadata import AttentionMetadata
 from .triton_common import (
-    Launch, attend_tile, check_cache, check_rows, dot_precision, interpreting, load_scale, next_pow2,
+    Launch, attend_tile, check_cache, check_meta, check_rows, dot_precision, interpreting, load_scale, next_pow2,
     scale_operands,
 )
 
@@ -126,6 +126,7 @@ def prefill_attention(
 def plan_prefill(q, k_cache, v_cache, meta: AttentionMetadata, scale, k_scale, v_scale, out,
                  config: PrefillConfig | None = None) -> list[Launch]:
     check_cache(k_cache, v_cache)
+    check_meta(meta)
     check_rows(q, "q")
     check_rows(out, "out")
     num_tokens, num_heads, head_dim = q.shape
