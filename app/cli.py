@@ -15,7 +15,8 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="folder (or file) of source code")
-    p.add_argument("--languages", nargs="+", help="only these languages (python javascript typescript go rust java c cpp)")
+    p.add_argument("--languages", action="append",
+                   help="only these languages, comma separated: python,javascript,typescript,go,rust,java,c,cpp")
     p.add_argument("--exclude", action="append", default=[], help="glob of paths to skip (repeatable)")
     p.add_argument("--max-file-kb", type=int, default=1000, help="skip files larger than this (default 1000 kB)")
     p.add_argument("--store", help="results database (default PATH/.docgen/docgen.sqlite)")
@@ -100,16 +101,19 @@ def _optimized_factory(args, log):
             kwargs[name] = getattr(args, flag)
 
     def make():
-        from app.llm.local_client_optimized import create_optimized_local_generator  # heavy: torch
-
-        log(f"loading {model} (downloads nothing; compiling, if enabled, happens on the first batch)")
+        log(f"loading {model}: importing torch and reading weights (compiling, if enabled, happens on the first batch)")
+        try:
+            from app.llm.local_client_optimized import create_optimized_local_generator  # heavy: torch
+        except ImportError as exc:
+            raise ValueError(f"the optimized generator could not be imported ({exc}); check the installation "
+                             "(bash scripts/setup.sh) or the torch/transformers versions") from exc
         try:
             return create_optimized_local_generator(str(local) if looks_local else model, **kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
             if looks_local:
                 raise
-            raise SystemExit(
-                f"docgen: could not load model {model!r}: {exc}\n"
+            raise ValueError(
+                f"could not load model {model!r}: {exc}\n"
                 f"This machine may be offline with the model not in the Hugging Face cache. On a machine with "
                 f"network run `huggingface-cli download {model}` (then copy the cache, or set HF_HOME to it), "
                 f"or pass a local folder: docgen run PATH --model /path/to/model") from exc

@@ -77,6 +77,7 @@ def make_plan(root: str | Path, cfg: PlanConfig | None = None) -> Plan:
             units.extend(split_unit(u, cfg.code_budget))
     deps = build_deps(units, py_imports)
     sched = schedule(units, deps, fast=cfg.fast)
-    known = repository_identifiers([f.text for f in walked.files])
+    # File and folder names count as identifiers too: docs name modules (`shapes`, `test_cli`).
+    known = repository_identifiers([f.text for f in walked.files] + [f.rel.replace("/", " ") for f in walked.files])
     return Plan(root=walked.root, walk=walked, files=files, units=units, schedule=sched, known_identifiers=known,
                 parse_error_files=[fc.path for fc in files if fc.parse_errors])

@@ -78,10 +78,18 @@ def _read_checked(path: Path, rel: str, size: int, cfg: WalkConfig) -> tuple[str
         return None, "not valid UTF-8"
     if not text.strip():
         return None, "empty file"
-    head = text[:1000].lower()
-    if any(marker in head for marker in GENERATED_MARKERS):
+    if _generated_header(text):
         return None, "generated file (header says so)"
     return text, ""
+
+
+def _generated_header(text: str) -> bool:
+    """A comment in the first lines saying the file is generated (`# Code generated ... DO NOT EDIT.`)."""
+    for line in text[:2000].splitlines()[:10]:
+        stripped = line.strip().lower()
+        if stripped.startswith(("#", "//", "/*", "*", "--", "<!--")) and any(m in stripped for m in GENERATED_MARKERS):
+            return True
+    return False
 
 
 def walk(root: str | os.PathLike, cfg: WalkConfig | None = None) -> WalkResult:

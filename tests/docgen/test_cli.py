@@ -66,9 +66,38 @@ def test_empty_directory_runs(tmp_path, capsys):
     assert "chunks: 0" in capsys.readouterr().out
 
 
-@pytest.mark.skip(reason="app.llm.local_client_optimized is being built in parallel; wire the end-to-end run "
-                         "with ../shared/models/docstring-13m once create_optimized_local_generator lands")
+TINY = Path(__file__).resolve().parents[3] / "shared" / "models" / "docstring-13m"
+
+
+@pytest.mark.skipif(not (TINY / "config.json").exists(), reason="the tiny trained checkpoint is not on this machine")
 def test_end_to_end_with_tiny_checkpoint(tmp_path):
-    model = Path("/work/shared/models/docstring-13m")
-    assert main(["run", str(DEMO), "--model", str(model), "--out", str(tmp_path / "docs"),
-                 "--store", str(tmp_path / "s.sqlite"), "--plain"]) == 0
+    """The real optimized generator on a small repo: everything documented, stored, and reused on rerun."""
+    from app.docgen.progress import Observer
+    from app.docgen.runner import RunOptions, run_docgen
+    from app.llm.local_client_optimized import create_optimized_local_generator
+
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "m.py").write_text("def double(x):\n    return x * 2\n\n\ndef quad(x):\n    return double(double(x))\n")
+    gen = create_optimized_local_generator(str(TINY), quantization="none", use_flash_attention=False,
+                                           max_seq_length=1024, max_new_tokens=16)
+    real_close, gen.close = gen.close, lambda: None  # one model load serves both runs
+    try:
+        opts = dict(path=root, max_seq_length=1024, max_new_tokens=16, sampling={"max_new_tokens": 16})
+        first = run_docgen(RunOptions(**opts), lambda: gen, Observer())
+        assert first.report.errors == {} and first.report.completeness == 1.0
+        assert first.report.generated == first.report.chunks == 3
+        assert (root / "docs" / "m.py.md").read_text().count("## function") == 2
+        second = run_docgen(RunOptions(**opts), lambda: gen, Observer())
+        assert second.report.generated == 0 and second.report.reused == 3
+    finally:
+        real_close()
+
+
+def test_unloadable_model_is_a_clear_message(tmp_path, capsys, monkeypatch):
+    """Offline, nothing cached (or the generator missing): a message that says what to do, no traceback."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "a.py").write_text("def f():\n    return 1\n")
+    assert main(["run", str(tmp_path), "--model", "nobody/no-such-model-xyz", "--plain"]) == 2
+    err = capsys.readouterr().err
+    assert "--model /path/to/model" in err or "optimized generator could not be imported" in err

@@ -100,3 +100,22 @@ def test_long_chunk_is_split_not_dropped(tmp_path):
     assert len(whole.code) < 3 * 1500 and "documented in" in whole.code
     assert whole.context.count("- lines ") == len(parts)  # every part's summary reaches the whole
     assert out.report.completeness == 1.0
+
+
+def test_generator_errors_are_reported_and_retried_next_run(tmp_path):
+    from app.llm.types import DocResult
+
+    class Flaky(FakeDocGenerator):
+        def _result(self, chunk):
+            if chunk.name == "mid":
+                return DocResult(chunk_id=chunk.id, finish_reason="error", error="out of memory")
+            return super()._result(chunk)
+
+    root = write(tmp_path / "p", SRC)
+    out, _ = run_fake(root, Flaky())
+    assert out.report.errors == {"m.py::mid": "out of memory"} and out.report.completeness < 1.0
+    out, gen = run_fake(root)
+    # mid was never stored, so it is generated now; top and the module see mid's summary for the
+    # first time, so their keys changed as well
+    assert sorted(c for c in _chunk_names(gen.generated, root / ".docgen" / "docgen.sqlite")) == ["<module>", "mid", "top"]
+    assert out.report.errors == {} and out.report.completeness == 1.0
