@@ -92,20 +92,21 @@ def compile_launch(launch, arch: int = 90) -> dict:
     return info
 
 
-def representative_launches(kv_dtype: torch.dtype, block_size: int = 16) -> list:
-    """Plans of every kernel at 7B-like shapes; tensors live on the CPU (only shapes matter)."""
+def representative_launches(kv_dtype: torch.dtype, block_size: int = 16, dtype: torch.dtype = torch.bfloat16,
+                            hq: int = 28, hkv: int = 4, d: int = 128) -> list:
+    """Plans of every kernel at the given shapes (default: 7B-like); only shapes matter."""
     from .metadata import AttentionMetadata
     from .triton_decode import DecodeConfig, plan_decode
     from .triton_prefill import default_prefill_config, plan_prefill
     from .triton_store_kv import plan_store_kv
 
-    hq, hkv, d, dt = 28, 4, 128, torch.bfloat16
+    dt = dtype
     # "meta" tensors: shapes and strides without memory; a meta scale takes the pointer path
     # (SCALE_FROM_PTR), as a model's per-layer device scale does.
     dev = torch.device("meta")
     kc = torch.empty(8, block_size, hkv, d, dtype=kv_dtype, device=dev)
     vc = torch.empty_like(kc)
-    ks = torch.ones((), dtype=torch.float32, device=dev) if kv_dtype != dt else None
+    ks = torch.ones((), dtype=torch.float32, device=dev) if kv_dtype.itemsize == 1 else None
     t, b = 64, 4
     qkv = torch.empty(t, (hq + 2 * hkv) * d, dtype=dt, device=dev)  # q/k/v as views of a fused projection
     q = qkv[:, :hq * d].view(t, hq, d)
@@ -139,12 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("unset TRITON_INTERPRET: the interpreter replaces the compiler", file=sys.stderr)
         return 2
-    kv_dtypes = [torch.bfloat16] + ([torch.float8_e4m3fn] if hasattr(torch, "float8_e4m3fn") else [])
+    variants = [dict(kv_dtype=torch.bfloat16)]
+    if hasattr(torch, "float8_e4m3fn"):
+        variants.append(dict(kv_dtype=torch.float8_e4m3fn))
+    # The fp32 test shapes, as the GPU test run compiles them (fp32 dot, head_dim 16).
+    variants.append(dict(kv_dtype=torch.float32, dtype=torch.float32, block_size=4, hq=4, hkv=2, d=16))
     results = []
-    for kv in kv_dtypes:
-        for launch in representative_launches(kv):
+    for v in variants:
+        for launch in representative_launches(**v):
             info = compile_launch(launch, args.arch)
-            info["kv_dtype"] = str(kv).removeprefix("torch.")
+            info["variant"] = {k: str(x).removeprefix("torch.") for k, x in v.items()}
             results.append(info)
             print(json.dumps(info))
     if args.json:
