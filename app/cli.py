@@ -136,12 +136,13 @@ def cmd_run(args, console) -> int:
                       max_new_tokens=args.max_new_tokens, sampling=sampling)
     live = console.is_terminal and not args.plain
     observer = RichProgress(console) if live else PlainProgress(print_fn=lambda s: print(s, flush=True))
-    if args.generator == "fake":
-        def make():
-            return FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log, max_seq_length=args.max_seq_length)
-    else:
-        make = _optimized_factory(args, observer.message)
     try:
+        if args.generator == "fake":
+            def make():
+                return FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
+                                        max_seq_length=args.max_seq_length)
+        else:
+            make = _optimized_factory(args, observer.message)
         outcome = run_docgen(opts, make, observer)
     finally:
         observer.finish()
