@@ -39,7 +39,7 @@ class LLM:
         self.max_model_len = parts.max_model_len
         self.num_kv_blocks = parts.num_blocks
         self.load_report = parts.report
-        self.backend = "native"
+        self.backend = parts.backend  # "native" | "transformers-fallback"
         self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, cfg.enable_prefix_caching)
         self.scheduler = Scheduler(
             self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.max_model_len,

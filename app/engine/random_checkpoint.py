@@ -325,3 +325,44 @@ def build_checkpoint(
     model.save_pretrained(str(out), **save_kwargs)
     build_tokenizer(out, vocab_size=min(model.config.vocab_size, 1 << 20))
     return out
+
+
+# Tiny presets of architectures WITHOUT a native implementation: they exercise the transformers
+# fallback backend (app/engine/fallback_setup.py). Same 2-layer / hidden-64 scale as _TINY.
+_TINY_GQA = {k: _TINY[k] for k in ("initializer_range", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                     "num_key_value_heads", "intermediate_size", "vocab_size",
+                                     "max_position_embeddings")}
+for _preset in [
+    Preset(
+        "tiny-phi3", "Phi3Config",
+        dict(_TINY_GQA, rms_norm_eps=1e-6, tie_word_embeddings=False, sliding_window=None,
+             original_max_position_embeddings=2048,
+             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
+             **_IDS),
+        "Phi-3 (fused qkv_proj / gate_up_proj in the checkpoint), fallback backend",
+    ),
+    # Sliding window 8 on every other layer, so prompts of a few dozen tokens cross it; logit
+    # soft-capping on; head_dim 16 explicit (Gemma's default is 256). Untied: with a tied head the
+    # sqrt(hidden)-scaled input embedding dominates and greedy output repeats the last token.
+    Preset(
+        "tiny-gemma2", "Gemma2Config",
+        dict(_TINY_GQA, head_dim=16, query_pre_attn_scalar=16, sliding_window=8, rms_norm_eps=1e-6,
+             tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+             **_IDS),
+        "Gemma 2: alternating sliding-window (8) / full attention, soft-capping, untied, fallback backend",
+    ),
+    Preset(
+        "tiny-starcoder2", "Starcoder2Config",
+        dict(_TINY_GQA, norm_epsilon=1e-5, use_bias=True, sliding_window=None, tie_word_embeddings=True,
+             rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, **_IDS),
+        "StarCoder2: LayerNorm, biases, GELU MLP, fallback backend",
+    ),
+    # GPT-2: learned positions, Conv1D projections (weights stored (in, out)), tied head.
+    Preset(
+        "tiny-gpt2", "GPT2Config",
+        dict(initializer_range=0.2, n_embd=64, n_layer=2, n_head=4, n_inner=128, vocab_size=512,
+             n_positions=2048, tie_word_embeddings=True, **_IDS),
+        "GPT-2 (Conv1D, learned positions), fallback backend",
+    ),
+]:
+    PRESETS[_preset.name] = _preset

@@ -14,7 +14,7 @@ from .attention.backend import load_backend
 from .config import EngineConfig
 from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
 from .model_runner import ModelRunner
-from .models.registry import build_native_model
+from .models.registry import build_native_model, has_native_implementation
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class EngineParts:
     max_model_len: int
     num_blocks: int
     report: dict = field(default_factory=dict)
+    backend: str = "native"  # or "transformers-fallback" (architectures without a native model)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,6 +83,10 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, hf_config, device)
     tok = Tokenizer(resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path, cfg.trust_remote_code)
+    if not has_native_implementation(hf_config):
+        from .fallback_setup import build_fallback_parts
+
+        return build_fallback_parts(cfg, path, hf_config, device, dtype, tok)
     max_pos = int(getattr(hf_config, "max_position_embeddings", 4096))
     max_model_len = min(cfg.max_model_len or max_pos, max_pos)
     sliding = getattr(hf_config, "sliding_window", None)
@@ -89,7 +94,8 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         log.warning("model uses sliding-window attention (%d); capping max_model_len to it", sliding)
         max_model_len = sliding
     model, files = build_model(cfg, path, hf_config, device, dtype, max_pos)
-    report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", "")}
+    report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                    "backend": "native"}
     if cfg.quantization:
         from .quant import QuantConfig, quantize_model_
 

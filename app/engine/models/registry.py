@@ -16,6 +16,11 @@ def native_family(architecture: str) -> str | None:
     return NATIVE_ARCHITECTURES.get(architecture)
 
 
+def has_native_implementation(hf_config) -> bool:
+    """Whether any of the config's `architectures` has a native model (else: transformers fallback)."""
+    return any(native_family(a) for a in (getattr(hf_config, "architectures", None) or []))
+
+
 def build_native_model(hf_config, max_positions: int):
     archs = list(getattr(hf_config, "architectures", None) or [])
     for arch in archs:

@@ -1,0 +1,122 @@
+"""FallbackRunner: the scheduler's steps on a transformers model (see models/hf_fallback.py).
+
+Same contract as ModelRunner.execute: a SchedulerOutput in, (logits (R, vocab) float32, row_spans)
+out, so the LLM facade, the scheduler (continuous batching, chunked prefill, preemption) and the
+sampler are shared with the native backend.
+
+Each running sequence owns one dense transformers cache. A step forwards each scheduled
+sequence's new tokens (prefill chunk, decode token, or decode token + speculative proposals) on
+its cache, one sequence after the other. Before a forward the cache is brought to exactly
+`seq.num_computed_tokens` tokens: rejected speculative tokens are cropped off; a preempted
+sequence (num_computed_tokens reset to 0) starts from an empty cache, i.e. is recomputed; a cache
+that cannot be cropped (a sliding-window layer past its window) is rebuilt from the sequence's
+tokens. Caches of finished or preempted sequences are dropped at the next step.
+
+Why one forward per sequence: the scheduler's steps mix sequences of different lengths joining and
+leaving every step; batching them on transformers' dense caches would mean re-padding and copying
+every cache every step, and transformers' own paged attention is tied to its own scheduler and
+cache manager. The KV "blocks" the scheduler counts are virtual here: they size admission from a
+memory budget (dense K+V bytes per token), nothing is preallocated.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from .models.hf_fallback import HFCausalLM
+from .scheduler import SchedulerOutput
+from .sequence import SequenceStatus
+
+
+class _SeqState:
+    __slots__ = ("ref", "cache")
+
+    def __init__(self, seq, cache):
+        self.ref = weakref.ref(seq)
+        self.cache = cache
+
+
+class FallbackRunner:
+    backend_name = "transformers-fallback"
+
+    def __init__(self, model: HFCausalLM, device: torch.device, dtype: torch.dtype, block_size: int):
+        self.model = model
+        self.device, self.dtype, self.block_size = device, dtype, block_size
+        self.attn_layers: list = []  # no paged attention layers: the backend has no pool to point at
+        self.kv_caches: list = []
+        self.kv_dtype = dtype
+        self.num_blocks = 0
+        self.states: dict[int, _SeqState] = {}  # seq_id -> its dense cache
+        self.forwards = 0
+        self.recomputes = 0  # caches rebuilt because they could not be cropped
+
+    # ----- virtual KV pool (sizes the scheduler's admission only) --------------------------
+    def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int:
+        return self.block_size * self.model.spec.kv_bytes_per_token(kv_dtype)
+
+    def allocate_kv_cache(self, num_blocks: int, kv_dtype: torch.dtype) -> None:
+        # Dense caches grow on demand; only the budget is recorded.
+        self.num_blocks, self.kv_dtype = num_blocks, kv_dtype
+
+    # ----- per-sequence caches -------------------------------------------------------------
+    def _prune(self, keep: set[int]) -> None:
+        """Drop caches of sequences that finished, were preempted or no longer exist."""
+        for sid in list(self.states):
+            if sid in keep:
+                continue
+            seq = self.states[sid].ref()
+            if seq is None or seq.status != SequenceStatus.RUNNING or seq.num_computed_tokens == 0:
+                del self.states[sid]
+
+    def _cache_for(self, seq) -> tuple[object, int]:
+        """The sequence's cache holding exactly its first `start` tokens, and `start`
+        (seq.num_computed_tokens, or 0 when the cache had to be rebuilt)."""
+        c = seq.num_computed_tokens
+        st = self.states.get(seq.seq_id)
+        if st is None or st.ref() is not seq or c == 0:
+            st = self.states[seq.seq_id] = _SeqState(seq, self.model.new_cache())
+            if c > 0:  # no cache for tokens the scheduler counts as computed: rebuild it
+                self.recomputes += 1
+            return st.cache, 0
+        have = self.model.cache_len(st.cache)
+        if have == c:
+            return st.cache, c
+        if have > c:  # rejected speculative tokens
+            try:
+                st.cache.crop(c - have)  # a negative count removes that many tokens
+                if self.model.cache_len(st.cache) == c:
+                    return st.cache, c
+            except (RuntimeError, ValueError):
+                pass  # sliding-window layer past its window: cannot roll back
+        st.cache = self.model.new_cache()
+        self.recomputes += 1
+        return st.cache, 0
+
+    # ----- one step ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, out: SchedulerOutput) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+        """Forwards each scheduled sequence's new tokens; returns logits (R, vocab) float32 of the
+        sampling rows and (seq_id, first row, number of rows) per sampling sequence."""
+        self._prune({s.seq.seq_id for s in out.scheduled})
+        rows: list[torch.Tensor] = []
+        spans: list[tuple[int, int, int]] = []
+        nrows = 0
+        for s in out.scheduled:
+            seq = s.seq
+            cache, start = self._cache_for(seq)
+            end = seq.num_computed_tokens + s.num_new_tokens
+            toks = seq.token_ids[start:end]
+            if len(toks) < end - start:  # trailing speculative proposals
+                toks = toks + seq.spec_token_ids[: end - start - len(toks)]
+            k = s.num_spec_tokens + 1 if s.samples else 0
+            ids = torch.tensor(toks, dtype=torch.int64, device=self.device)  # (L,)
+            logits = self.model(ids, start, cache, k)  # (k, vocab)
+            self.forwards += 1
+            if k:
+                spans.append((seq.seq_id, nrows, k))
+                rows.append(logits)
+                nrows += k
+        if not spans:
+            return torch.empty(0, device=self.device), []
+        return torch.cat(rows), spans

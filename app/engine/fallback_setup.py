@@ -1,0 +1,84 @@
+"""Engine parts for an architecture without a native implementation: the transformers fallback.
+
+Called by setup.build_engine_parts when the checkpoint's architecture is not in
+NATIVE_ARCHITECTURES. Loads the model through transformers (LoRA merged, then optional weight
+quantization), sizes a virtual KV pool for the scheduler, and says, in the load report and in one
+warning, what the fallback cannot do.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+
+from .fallback_runner import FallbackRunner
+from .models.hf_fallback import build_fallback_model
+
+log = logging.getLogger(__name__)
+
+BACKEND = "transformers-fallback"
+
+# What the native backend has and the fallback does not (name -> why / what runs instead).
+UNAVAILABLE = {
+    "paged_kv": "no paged KV cache: one dense transformers cache per sequence",
+    "prefix_caching": "no prefix sharing between requests (enable_prefix_caching is forced off)",
+    "triton_attention": "no Triton paged attention: transformers' own attention implementation runs",
+    "cuda_graphs": "no CUDA graphs",
+    "fp8_kv_cache": "no fp8 KV cache: the cache is kept in the model dtype",
+    "batched_forward": "no cross-sequence batching inside a step: one forward per scheduled sequence",
+    "speculative_draft_model": "no draft-model speculative decoding (n-gram prompt lookup works)",
+}
+
+
+def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torch.dtype, tok):
+    from .setup import EngineParts, _num_kv_blocks
+
+    archs = list(getattr(hf_config, "architectures", None) or [type(hf_config).__name__])
+    if cfg.speculative.method == "draft":
+        raise ValueError(f"{archs[0]} runs on the transformers fallback backend, which cannot verify a draft "
+                         "model's proposals; use speculative_method='ngram' or no speculative decoding")
+    report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                    "backend": BACKEND, "architecture": archs[0]}
+    notes = []
+    if cfg.enable_prefix_caching:
+        cfg.enable_prefix_caching = False  # the LLM builds its BlockManager from this after us
+    if cfg.kv_cache_dtype == "fp8":
+        notes.append("kv_cache_dtype='fp8' ignored")
+    if cfg.attention_backend == "triton":
+        notes.append("attention_backend='triton' ignored")
+
+    model, files = build_fallback_model(cfg, path, hf_config, device, dtype)
+    if cfg.quantization:
+        from .loader import checkpoint_fingerprint
+        from .quant import QuantConfig, quantize_model_
+
+        q = quantize_model_(model, QuantConfig(format=cfg.quantization), cache_key=checkpoint_fingerprint(files))
+        report["quantization"] = q
+        if not q["quantized"]:
+            notes.append(f"quantization={cfg.quantization!r} found no plain nn.Linear layer to quantize "
+                         f"(e.g. GPT-2's Conv1D), weights stay in {report['dtype']}")
+    if cfg.lora_path:
+        report["lora"] = [str(p) for p in cfg.lora_path]
+
+    max_pos = int(getattr(hf_config, "max_position_embeddings", None) or 4096)
+    max_model_len = min(cfg.max_model_len or max_pos, max_pos)
+    runner = FallbackRunner(model, device, dtype, cfg.block_size)
+    num_blocks = _num_kv_blocks(cfg, runner, dtype, device, max_model_len)
+    runner.allocate_kv_cache(num_blocks, dtype)
+    if num_blocks * cfg.block_size < max_model_len:
+        log.warning("KV budget holds %d tokens, less than max_model_len %d: capping max_model_len",
+                    num_blocks * cfg.block_size, max_model_len)
+        max_model_len = num_blocks * cfg.block_size
+    report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
+                  kv_cache_dtype=str(dtype).replace("torch.", ""), prefix_caching=False,
+                  unavailable=dict(UNAVAILABLE))
+    if notes:
+        report["fallback_notes"] = notes
+    warnings.warn(
+        f"{archs[0]} has no native implementation: it runs on the transformers fallback backend, without "
+        f"paged KV / prefix sharing, Triton attention, CUDA graphs, fp8 KV cache, cross-sequence batching "
+        f"and draft-model speculation" + (f" ({'; '.join(notes)})" if notes else ""),
+        UserWarning, stacklevel=4)
+    return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report,
+                       backend=BACKEND)
