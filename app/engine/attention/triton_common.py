@@ -17,8 +17,6 @@ import triton.language as tl
 
 from .torch_ref import is_fp8
 
-LOG2E = 1.4426950408889634
-
 
 @dataclass
 class Launch:
