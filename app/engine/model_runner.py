@@ -30,6 +30,7 @@ class ModelRunner:
         self.attn_layers = [m for m in model.modules() if m.__class__.__name__ == "PagedAttention"]
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.kv_dtype = dtype
+        self.graphs = None  # CudaGraphDecoder when decode runs through CUDA graphs
 
     # ----- KV pool -------------------------------------------------------------------------
     def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int:
@@ -100,8 +101,28 @@ class ModelRunner:
     def execute(self, out: SchedulerOutput) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
         """Runs the model; returns logits (R, vocab) float32 for the sampling rows, and the
         spans telling which rows belong to which sequence."""
+        if self.graphs is not None and self._graphable(out):
+            return self._execute_graph(out)
         inp = self.prepare(out)
         hidden = self.model(inp.input_ids, inp.positions, inp.meta)  # (T, hidden)
         if not inp.row_spans:
             return torch.empty(0, device=self.device), []
         return self.model.compute_logits(hidden[inp.logits_indices]), inp.row_spans
+
+    def _graphable(self, out: SchedulerOutput) -> bool:
+        return len(out.scheduled) <= self.graphs.max_bs and all(
+            s.num_new_tokens == 1 and s.num_spec_tokens == 0 and s.samples for s in out.scheduled)
+
+    def _execute_graph(self, out: SchedulerOutput):
+        bs = self.block_size
+        ids, pos, slots, lens, tables, spans = [], [], [], [], [], []
+        for i, s in enumerate(out.scheduled):
+            seq = s.seq
+            c = seq.num_computed_tokens
+            ids.append(seq.token_ids[c])
+            pos.append(c)
+            slots.append(seq.block_table[c // bs] * bs + c % bs)
+            lens.append(c + 1)
+            tables.append(seq.block_table)
+            spans.append((seq.seq_id, i, 1))
+        return self.graphs.run(ids, pos, slots, lens, tables), spans

@@ -107,7 +107,9 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     kv_dtype = dtype
     if cfg.kv_cache_dtype == "fp8":
         kv_dtype = torch.float8_e4m3fn
-    runner.set_backend(load_backend(_backend_name(cfg, device)))
+    backend = _backend_name(cfg, device)
+    runner.set_backend(load_backend(backend))
+    report["attention_backend"] = backend
     num_blocks = _num_kv_blocks(cfg, runner, kv_dtype, device, max_model_len)
     runner.allocate_kv_cache(num_blocks, kv_dtype)
     if num_blocks * cfg.block_size < max_model_len:
@@ -116,6 +118,11 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         max_model_len = num_blocks * cfg.block_size
     report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
                   kv_cache_dtype=str(kv_dtype).replace("torch.", ""))
+    if cfg.enable_compilation:
+        from .compile import compile_model_
+
+        report["compile"] = compile_model_(model, device)
+    report["cuda_graphs"] = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
 
 
@@ -150,3 +157,23 @@ def _num_kv_blocks(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max
             f"{per_block / 2**20:.2f} MiB); raise kv_cache_memory_gb / gpu_memory_utilization or use a smaller model"
         )
     return int(n)
+
+
+def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype) -> dict:
+    if device.type != "cuda":
+        return {"active": False, "reason": "CUDA graphs need a CUDA device"}
+    if cfg.enforce_eager:
+        return {"active": False, "reason": "enforce_eager=True"}
+    if backend != "triton":
+        return {"active": False, "reason": f"the {backend} attention backend is not graph-capturable"}
+    import time
+
+    from .cuda_graphs import CudaGraphDecoder
+
+    t0 = time.perf_counter()
+    runner.graphs = g = CudaGraphDecoder(runner.model, device, cfg.max_num_seqs, max_model_len, cfg.block_size)
+    lazy = kv_dtype == torch.float8_e4m3fn  # fp8 scales come from the first real prefill
+    if not lazy:
+        g.capture_all()
+    return {"active": True, "buckets": g.buckets, "capture_seconds": time.perf_counter() - t0,
+            "captured": "lazily, per bucket on first use" if lazy else "at start-up"}

@@ -49,6 +49,7 @@ class RotaryEmbedding(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)  # (max_positions, head_dim)
         self.register_buffer("cos", emb.cos() * scaling, persistent=False)
         self.register_buffer("sin", emb.sin() * scaling, persistent=False)
+        self._apply_rotary = None
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         """positions (T,); q (T, Hq, D); k (T, Hkv, D) -> rotated q, k."""
@@ -57,6 +58,8 @@ class RotaryEmbedding(nn.Module):
             self._pos = positions
             self._cs = (self.cos[positions].to(q.dtype).unsqueeze(1), self.sin[positions].to(q.dtype).unsqueeze(1))
         cos, sin = self._cs  # (T, 1, D)
+        if self._apply_rotary is not None:  # torch.compile'd version (app/engine/compile.py)
+            return self._apply_rotary(q, k, cos, sin)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
 
