@@ -9,6 +9,8 @@ the chunks come from many files rather than the first few. Docstrings are cut ou
 from __future__ import annotations
 
 import ast
+import dataclasses
+import functools
 import hashlib
 import pathlib
 import sysconfig
@@ -26,7 +28,7 @@ def default_source() -> pathlib.Path:
 def _files(root: pathlib.Path) -> list[pathlib.Path]:
     if root.is_file():
         return [root]
-    if root == default_source():
+    if root.resolve() == default_source().resolve():
         return sorted(root.glob("*.py"))  # top-level modules: enough variety, parsed in a second or two
     skip = {"site-packages", "node_modules", ".git", ".venv", "venv", "__pycache__"}
     return sorted(p for p in root.rglob("*.py") if not skip & set(p.parts))
@@ -73,6 +75,13 @@ def _candidates(path: pathlib.Path, root: pathlib.Path) -> list[CodeChunk]:
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _all_candidates(root: str) -> tuple[CodeChunk, ...]:
+    # Parsing the standard library takes a second or two; benchmarks and tests ask more than once.
+    r = pathlib.Path(root)
+    return tuple(c for f in _files(r) for c in _candidates(f, r))
+
+
 def load_chunks(n: int, source: str | pathlib.Path | None = None) -> list[CodeChunk]:
     """`n` chunks from `source` (a directory or file; default: the standard library)."""
     if n < 1:
@@ -80,12 +89,12 @@ def load_chunks(n: int, source: str | pathlib.Path | None = None) -> list[CodeCh
     root = pathlib.Path(source) if source else default_source()
     if not root.exists():
         raise ValueError(f"--source {root} does not exist; pass a directory of Python files")
-    cands = [c for f in _files(root) for c in _candidates(f, root)]
+    cands = list(_all_candidates(str(root.resolve())))
     if not cands:
         raise ValueError(f"no functions or classes of {MIN_LINES}-{MAX_LINES} lines found under {root}; "
                          "pass --source with a directory of Python code")
     key = lambda c: hashlib.sha1(f"{c.path}:{c.name}".encode()).hexdigest()  # noqa: E731
-    picked = sorted(cands, key=key)[:n]
+    picked = [dataclasses.replace(c) for c in sorted(cands, key=key)[:n]]  # copies: the cache stays intact
     if len(picked) < n:
         raise ValueError(f"only {len(picked)} suitable chunks under {root}, {n} asked for; lower --chunks")
     return picked
