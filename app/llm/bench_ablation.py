@@ -55,6 +55,7 @@ def run_ablation(build: Callable[..., Any], chunks: Sequence[CodeChunk], baselin
     rows: list[dict[str, Any]] = [_row("Baseline", "Original local_client.py", "1.0x", "baseline", baseline,
                                        speedup=1.0, note=f"measured on {baseline.chunks} chunks")]
     settings: dict[str, Any] = {}
+    previous: Sequence[DocResult] = baseline_results
     for st in steps(batch_size, draft_model):
         settings.update(st.adds)
         if st.always_on:
@@ -74,14 +75,18 @@ def run_ablation(build: Callable[..., Any], chunks: Sequence[CodeChunk], baselin
         finally:
             gen.close()
         same = bench_measure.identical_share(baseline_results, results)
+        # Against the row above too: shows which step changed outputs (e.g. fp8 KV), and that the
+        # steps after it (speculation) did not.
+        same_prev = bench_measure.identical_share(previous, results)
+        previous = results
         note = "; ".join(sorted({str(w.message).split(":")[0] for w in caught}))
         rows.append(_row(st.label, st.setup, st.guide, "measured", m,
                          speedup=baseline.seconds_per_chunk / m.seconds_per_chunk, identical=same,
-                         note=f"warned: {note}" if note else ""))
+                         identical_prev=same_prev, note=f"warned: {note}" if note else ""))
     return rows
 
 
-def _row(label, setup, guide, status, m, speedup=None, identical=None, note="") -> dict[str, Any]:
+def _row(label, setup, guide, status, m, speedup=None, identical=None, identical_prev=None, note="") -> dict[str, Any]:
     return {"configuration": label, "setup": setup, "guide_speedup": guide, "status": status,
             "speedup": speedup, "metrics": m.as_dict() if m is not None else None,
-            "identical_to_baseline": identical, "note": note}
+            "identical_to_baseline": identical, "identical_to_previous_row": identical_prev, "note": note}

@@ -90,18 +90,21 @@ def comparison_table(orig: RunMetrics, opt: RunMetrics, same: dict[str, Any]) ->
 def ablation_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="Expected Speedups, measured (each row adds to the rows above)")
     for col, just in (("Configuration", "left"), ("Setup", "left"), ("Guide", "right"), ("Measured", "right"),
-                      ("s/chunk", "right"), ("tok/s", "right"), ("TTFT p50", "right"), ("identical", "right"),
+                      ("s/chunk", "right"), ("tok/s", "right"), ("TTFT p50", "right"), ("identical vs base", "right"),
+                      ("vs row above", "right"),
                       ("note", "left")):
         t.add_column(col, justify=just, overflow="fold")
     for r in rows:
         m = r["metrics"]
         if m is None:
-            t.add_row(r["configuration"], r["setup"], r["guide_speedup"], r["status"], "-", "-", "-", "-", r["note"])
+            t.add_row(r["configuration"], r["setup"], r["guide_speedup"], r["status"], "-", "-", "-", "-", "-",
+                      r["note"])
             continue
-        same = r["identical_to_baseline"]
+        same, prev = r["identical_to_baseline"], r.get("identical_to_previous_row")
         t.add_row(r["configuration"], r["setup"], r["guide_speedup"], f"{r['speedup']:.2f}x",
                   f"{m['seconds_per_chunk']:.3f}", f"{m['tokens_per_second']:.0f}", f"{m['ttft_p50']:.3f}",
-                  f"{same['identical']}/{same['compared']}" if same else "-", r["note"])
+                  f"{same['identical']}/{same['compared']}" if same else "-",
+                  f"{prev['identical']}/{prev['compared']}" if prev else "-", r["note"])
     return t
 
 
