@@ -45,7 +45,8 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, hf_config, head_dim: int, max_positions: int):
         super().__init__()
         inv_freq, scaling = inv_freq_and_scaling(hf_config, head_dim)
-        freqs = torch.outer(torch.arange(max_positions, dtype=torch.float), inv_freq)
+        pos = torch.arange(max_positions, dtype=torch.float)  # on the default (build) device
+        freqs = torch.outer(pos, inv_freq.to(pos.device))
         emb = torch.cat((freqs, freqs), dim=-1)  # (max_positions, head_dim)
         self.register_buffer("cos", emb.cos() * scaling, persistent=False)
         self.register_buffer("sin", emb.sin() * scaling, persistent=False)
