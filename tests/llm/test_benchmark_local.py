@@ -53,7 +53,7 @@ def test_benchmark_end_to_end_on_the_tiny_preset_writes_every_field(tmp_path, ca
         if r["status"] in ("unavailable", "always on"):
             assert r["note"]  # says why instead of a number
         if r["status"] == "measured":
-            assert r["identical_to_baseline"]["compared"] == 2 and r["identical_to_previous_row"]["compared"] == 2
+            assert r["identical_to_baseline"]["compared"] == 2 and r["identical_to_previous_row"]["compared"] >= 2
     by_name = {r["configuration"]: r for r in rows}
     assert by_name["+ torch.compile"]["status"] == "unavailable"  # compile targets CUDA; this is a CPU run
     assert by_name["+ Static cache"]["status"] == "always on"
