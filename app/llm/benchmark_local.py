@@ -158,7 +158,8 @@ def _run(args, console: Console, device: torch.device, max_new: int, model: str,
     rows = None
     if args.ablation:
         def build(**kw):
-            return create_optimized_local_generator(**common, **kw)  # run_ablation records the warnings
+            # Flash attention is only a CUDA thing; the warning about it was printed once above.
+            return create_optimized_local_generator(**common, use_flash_attention=device.type == "cuda", **kw)
 
         rows = bench_ablation.run_ablation(
             build, chunks, orig, orig_results, device, warm, args.batch_size, args.draft_model,
