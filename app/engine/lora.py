@@ -122,15 +122,22 @@ def load_adapter(path: str | Path, hf_config=None) -> LoraAdapter:
     _check_config(path, cfg, hf_config)
     from safetensors import safe_open
 
+    tied = hf_config is not None and bool(getattr(hf_config, "tie_word_embeddings", False))
     adapter = LoraAdapter(path, bool(cfg.get("fan_in_fan_out", False)))
     alpha, rslora = float(cfg.get("lora_alpha", 8)), bool(cfg.get("use_rslora", False))
     with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as fh:
         for key in fh.keys():
             name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+            if name.startswith("lm_head.") and tied:
+                raise _tied_error(path)
             if "lora_embedding_" in name:
                 raise _fix(path, f"{key} adapts an embedding, which this engine does not merge; merge "
                                  "it with PEFT's merge_and_unload() and load the merged model")
             m = _KEY.match(name)
+            if m is None and name.endswith(".base_layer.weight"):
+                raise _fix(path, f"{key} is a full replacement weight (PEFT save_embedding_layers), not a "
+                                 "low-rank update; merge the adapter with PEFT's merge_and_unload() and load "
+                                 "the merged model")
             if m is None:
                 raise _fix(path, f"unexpected tensor {key!r} (not a lora_A / lora_B weight); only "
                                  "plain LoRA adapters are supported")
@@ -156,12 +163,9 @@ def load_adapters(paths: str | Path | Iterable[str | Path], hf_config=None) -> l
     return [load_adapter(p, hf_config) for p in paths]
 
 
-def _tie_check(adapters: list[LoraAdapter], hf_config) -> None:
-    if hf_config is not None and getattr(hf_config, "tie_word_embeddings", False):
-        for ad in adapters:
-            if "lm_head.weight" in ad.modules:
-                raise _fix(ad.path, "adapts lm_head, whose weight this model shares with the embedding; "
-                                    "merging would change both. Merge it with PEFT and load the merged model")
+def _tied_error(path: Path) -> ValueError:
+    return _fix(path, "adapts lm_head, whose weight this model shares with the embedding; merging would "
+                      "change both. Merge it with PEFT's merge_and_unload() and load the merged model")
 
 
 def merged_weight(name: str, weight: torch.Tensor, adapters: list[LoraAdapter]) -> torch.Tensor:
@@ -200,7 +204,6 @@ def merge_lora_weights(weights: Iterable[tuple[str, torch.Tensor]], lora_paths, 
     never produced raises when the stream ends.
     """
     adapters = load_adapters(lora_paths, hf_config)
-    _tie_check(adapters, hf_config)
     return _merge_stream(weights, adapters)
 
 
@@ -219,7 +222,6 @@ def merge_lora_into_module(model: torch.nn.Module, lora_paths, hf_config=None) -
     """Merge adapters into an already built module in place (the transformers fallback backend,
     whose parameter names are the PEFT module names). Returns the number of weights changed."""
     adapters = load_adapters(lora_paths, hf_config)
-    _tie_check(adapters, hf_config)
     params = dict(model.named_parameters())
     err = _missing_error(adapters, set(params))
     if err:
