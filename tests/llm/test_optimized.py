@@ -169,3 +169,25 @@ def test_close_and_async_with_stop_the_engine_thread(ckpt):
     with pytest.raises(RuntimeError, match="closed"):
         g.generate_batch(["def f():\n    return 1\n"])
     g.close()  # idempotent
+
+
+def test_unusable_draft_model_falls_back_to_ngram_with_one_warning(ckpt):
+    pytest.importorskip("app.engine.spec", reason="the engine's speculative decoding is not built yet")
+    with pytest.warns(UserWarning, match=r"draft_model_id='/nonexistent/draft' could not be used.*n-gram") as rec:
+        g = create_optimized_local_generator(ckpt, quantization="none", enable_speculative_decoding=True,
+                                             draft_model_id="/nonexistent/draft", use_flash_attention=False,
+                                             device="cpu", max_new_tokens=4, max_seq_length=2048)
+    try:
+        assert len(rec) == 1
+        spec = g.report()["optimizations"]["speculative_decoding"]
+        assert spec["active"] is True and "ngram" in spec["detail"]
+        assert g._engine.llm.config.speculative.method == "ngram"
+        assert g.generate_batch(["def f():\n    return 1\n"])[0].ok
+    finally:
+        g.close()
+
+
+def test_a_missing_model_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        create_optimized_local_generator(str(tmp_path / "nope"), quantization="4bit", enable_compilation=True,
+                                         device="cpu")
