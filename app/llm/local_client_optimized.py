@@ -95,6 +95,12 @@ class OptimizedLocalDocGenerator:
         base = dict(engine_kwargs, device=str(dev), max_model_len=max_seq_length,
                     kv_cache_memory_gb=kv_cache_memory_gb, lora_path=lora_path or lora_id)
         llm = self._load(base, max_batch_size, bool(enable_static_cache))
+        if llm.max_model_len < max_seq_length:
+            # The model's context window (or the KV pool) is smaller than asked: callers such as
+            # docgen read max_seq_length to split long chunks, so it must tell the truth.
+            self._warn_once("max_seq_length", f"max_seq_length={max_seq_length} exceeds what this model/engine "
+                            f"supports; using {llm.max_model_len} tokens")
+            self.max_seq_length = llm.max_model_len
         self._optimizations = self._plan.finalize(llm)
         self.tokenizer = llm.tokenizer.hf
         self._engine = EngineThread(llm)

@@ -181,15 +181,16 @@ class OptimizationPlan:
             else self.notes.get("quantization", "quantization='none': weights in " + str(r.get("dtype"))))
         kvd = str(r.get("kv_cache_dtype", ""))
         add("kv_cache_quantization", "enable_kv_cache_quantization", req["enable_kv_cache_quantization"],
-            "float8" in kvd, f"KV cache stored as {kvd} (scales 1.0, uncalibrated)" if "float8" in kvd
+            "float8" in kvd, f"KV cache stored as {kvd} (per-layer scales from the first batch, not calibrated)" if "float8" in kvd
             else self.notes.get("kv_cache_quantization", f"KV cache in {kvd}"))
-        compiled = bool(r.get("compilation") or getattr(llm.runner, "compiled", False))
+        compiled = bool((r.get("compile") or {}).get("active"))
         if self.compile and not compiled:
             self.notes["compilation"] = "the engine loaded without compiling (it reports no compiled model)"
-            self.warn("compilation", "enable_compilation=True: the engine accepted the flag but reports no "
-                      "compiled model (its compile path is not built yet); the model runs eagerly")
+            reason = (r.get("compile") or {}).get("error") or "no compiled model reported"
+            self.warn("compilation", f"enable_compilation=True: the engine did not compile ({reason}); "
+                      "the model runs eagerly")
         add("compilation", "enable_compilation", req["enable_compilation"], compiled,
-            f"compiled: {_short(r.get('compilation'))}" if compiled
+            f"compiled: {_short(r.get('compile'))}" if compiled
             else self.notes.get("compilation", "enable_compilation=False"))
         spec = getattr(llm, "spec", None)
         sc = cfg.speculative
