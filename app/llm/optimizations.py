@@ -206,7 +206,7 @@ class OptimizationPlan:
             else self.notes.get("flash_attention", f"attention backend {backend}"))
         if "float8" in kvd and str(getattr(llm.hf_config, "model_type", "")).startswith("qwen"):
             self.warn("kv_fp8_qwen", "enable_kv_cache_quantization=True on a Qwen2-family model: uncalibrated fp8 KV "
-                      "(scales 1.0) is known to degrade Qwen2/Qwen2.5 outputs; measure agreement "
+                      "(our scales come from the first batch, not from calibration) is known to degrade Qwen2/Qwen2.5 outputs; measure agreement "
                       "(python -m app.llm.benchmark_local --ablation reports identical-output shares)")
         return opts
 
