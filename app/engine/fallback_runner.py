@@ -4,19 +4,26 @@ Same contract as ModelRunner.execute: a SchedulerOutput in, (logits (R, vocab) f
 out, so the LLM facade, the scheduler (continuous batching, chunked prefill, preemption) and the
 sampler are shared with the native backend.
 
-Each running sequence owns one dense transformers cache. A step forwards each scheduled
-sequence's new tokens (prefill chunk, decode token, or decode token + speculative proposals) on
-its cache, one sequence after the other. Before a forward the cache is brought to exactly
-`seq.num_computed_tokens` tokens: rejected speculative tokens are cropped off; a preempted
-sequence (num_computed_tokens reset to 0) starts from an empty cache, i.e. is recomputed; a cache
-that cannot be cropped (a sliding-window layer past its window) is rebuilt from the sequence's
-tokens. Caches of finished or preempted sequences are dropped at the next step.
+Each running sequence owns one dense transformers cache. In a step, the sequences that decode one
+token on a plain full-attention cache run as ONE forward: their caches are stacked left-padded
+(with an attention mask over the pads) and split back into views afterwards. Everything else
+(prefill chunks, decode + speculative proposals, sliding-window models such as Gemma 2) runs one
+forward per sequence. `batch_decode = False` forces one forward per sequence everywhere: the
+reference the tests compare the stacked path against.
 
-Why one forward per sequence: the scheduler's steps mix sequences of different lengths joining and
-leaving every step; batching them on transformers' dense caches would mean re-padding and copying
-every cache every step, and transformers' own paged attention is tied to its own scheduler and
-cache manager. The KV "blocks" the scheduler counts are virtual here: they size admission from a
-memory budget (dense K+V bytes per token), nothing is preallocated.
+Before a forward the cache is brought to exactly `seq.num_computed_tokens` tokens: rejected
+speculative tokens are cropped off; a preempted sequence (num_computed_tokens reset to 0) starts
+from an empty cache, i.e. is recomputed; a cache that cannot be cropped (a sliding-window layer
+past its window) is rebuilt from the sequence's tokens. Caches of finished or preempted sequences
+are dropped at the next step.
+
+Why not transformers' own paged attention / continuous batching: it is tied to its own scheduler,
+request manager and cache allocator, while the engine's scheduler decides every step here. Why
+not a persistent batched cache: sequences join and leave every step, so it would be re-laid out
+every step anyway. Measured on the CPU (4 layers, hidden 256, 64-token prompts, 32 new tokens,
+1 thread): 150 tok/s at batch 1, 444 tok/s at batch 8 (145 tok/s with one forward per sequence);
+transformers' batched `generate` 502 tok/s. The KV "blocks" the scheduler counts are virtual: they
+size admission from a memory budget (dense K+V bytes per token); nothing is preallocated.
 """
 from __future__ import annotations
 
@@ -50,6 +57,10 @@ class FallbackRunner:
         self.states: dict[int, _SeqState] = {}  # seq_id -> its dense cache
         self.forwards = 0
         self.recomputes = 0  # caches rebuilt because they could not be cropped
+        self.batched_decodes = 0  # decode tokens computed in a stacked multi-sequence forward
+        # Decode steps of several sequences run as one left-padded batch (False: one forward each,
+        # the slow obviously-correct reference the tests compare against).
+        self.batch_decode = True
 
     # ----- virtual KV pool (sizes the scheduler's admission only) --------------------------
     def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int:
@@ -99,12 +110,16 @@ class FallbackRunner:
         """Forwards each scheduled sequence's new tokens; returns logits (R, vocab) float32 of the
         sampling rows and (seq_id, first row, number of rows) per sampling sequence."""
         self._prune({s.seq.seq_id for s in out.scheduled})
-        rows: list[torch.Tensor] = []
-        spans: list[tuple[int, int, int]] = []
-        nrows = 0
+        logits_of: dict[int, torch.Tensor] = {}  # seq_id -> (rows, vocab)
+        decode, decode_lens = [], []
         for s in out.scheduled:
             seq = s.seq
             cache, start = self._cache_for(seq)
+            if (self.batch_decode and s.num_new_tokens == 1 and s.num_spec_tokens == 0 and s.samples
+                    and start == seq.num_computed_tokens and self.model.batchable(cache)):
+                decode.append(s)
+                decode_lens.append(start)
+                continue
             end = seq.num_computed_tokens + s.num_new_tokens
             toks = seq.token_ids[start:end]
             if len(toks) < end - start:  # trailing speculative proposals
@@ -114,9 +129,26 @@ class FallbackRunner:
             logits = self.model(ids, start, cache, k)  # (k, vocab)
             self.forwards += 1
             if k:
-                spans.append((seq.seq_id, nrows, k))
-                rows.append(logits)
-                nrows += k
+                logits_of[seq.seq_id] = logits
+        if len(decode) == 1:  # nothing to batch with: the plain path, no stacking copies
+            s, = decode
+            ids = torch.tensor([s.seq.token_ids[decode_lens[0]]], device=self.device)
+            logits_of[s.seq.seq_id] = self.model(ids, decode_lens[0], self.states[s.seq.seq_id].cache, 1)
+            self.forwards += 1
+        elif decode:
+            ids = torch.tensor([s.seq.token_ids[n] for s, n in zip(decode, decode_lens)], device=self.device)
+            rows = self.model.decode_batch(ids, [self.states[s.seq.seq_id].cache for s in decode], decode_lens)
+            for i, s in enumerate(decode):
+                logits_of[s.seq.seq_id] = rows[i : i + 1]
+            self.forwards += 1
+            self.batched_decodes += len(decode)
+        spans, parts, nrows = [], [], 0
+        for s in out.scheduled:  # rows in scheduling order
+            lg = logits_of.get(s.seq.seq_id)
+            if lg is not None:
+                spans.append((s.seq.seq_id, nrows, lg.shape[0]))
+                parts.append(lg)
+                nrows += lg.shape[0]
         if not spans:
             return torch.empty(0, device=self.device), []
-        return torch.cat(rows), spans
+        return torch.cat(parts), spans

@@ -26,7 +26,8 @@ UNAVAILABLE = {
     "triton_attention": "no Triton paged attention: transformers' own attention implementation runs",
     "cuda_graphs": "no CUDA graphs",
     "fp8_kv_cache": "no fp8 KV cache: the cache is kept in the model dtype",
-    "batched_forward": "no cross-sequence batching inside a step: one forward per scheduled sequence",
+    "batched_prefill": "prefill chunks run one forward per sequence; decode steps are batched (stacked "
+                       "dense caches) except for sliding-window models, which decode one sequence per forward",
     "speculative_draft_model": "no draft-model speculative decoding (n-gram prompt lookup works)",
 }
 
@@ -35,6 +36,7 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
     from .setup import EngineParts, _num_kv_blocks
 
     archs = list(getattr(hf_config, "architectures", None) or [type(hf_config).__name__])
+    _check_transformers_has(archs, hf_config, cfg.trust_remote_code)
     if cfg.speculative.method == "draft":
         raise ValueError(f"{archs[0]} runs on the transformers fallback backend, which cannot verify a draft "
                          "model's proposals; use speculative_method='ngram' or no speculative decoding")
@@ -77,8 +79,25 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
         report["fallback_notes"] = notes
     warnings.warn(
         f"{archs[0]} has no native implementation: it runs on the transformers fallback backend, without "
-        f"paged KV / prefix sharing, Triton attention, CUDA graphs, fp8 KV cache, cross-sequence batching "
+        f"paged KV / prefix sharing, Triton attention, CUDA graphs, fp8 KV cache, batched prefill "
         f"and draft-model speculation" + (f" ({'; '.join(notes)})" if notes else ""),
         UserWarning, stacklevel=4)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report,
                        backend=BACKEND)
+
+
+def _check_transformers_has(archs: list[str], hf_config, trust_remote_code: bool) -> None:
+    """The fallback runs the class the config names; a name transformers does not know is refused
+    rather than silently replaced by whatever class its model_type maps to."""
+    import transformers
+
+    from .models.registry import NATIVE_ARCHITECTURES
+
+    if not getattr(hf_config, "architectures", None) or any(hasattr(transformers, a) for a in archs):
+        return
+    if trust_remote_code and getattr(hf_config, "auto_map", None):
+        return
+    raise ValueError(
+        f"architecture {archs} has no native implementation (native: {', '.join(sorted(NATIVE_ARCHITECTURES))}) "
+        f"and transformers {transformers.__version__} has no class of that name for the fallback backend; "
+        "upgrade transformers, or pass trust_remote_code=True for a model that ships its own code")

@@ -44,6 +44,7 @@ def test_fallback_matches_transformers_and_says_what_runs(tiny_checkpoint, prese
     outs = check(path, llm, shared_prefix_prompts())
     assert [o.num_cached_tokens for o in outs] == [0] * 5
     assert llm.stats["max_seqs_in_step"] == 5  # the whole batch ran together
+    assert llm.runner.batched_decodes > 0  # decode steps ran as one stacked forward
 
 
 def test_native_architecture_reports_native(tiny_checkpoint):
@@ -70,9 +71,13 @@ def llm_kv_bytes_per_token(path) -> int:
     return 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * head_dim * 4  # fp32
 
 
-def test_requests_joining_mid_flight(tiny_checkpoint):
+@pytest.mark.parametrize("batch_decode", [True, False])
+def test_requests_joining_mid_flight(tiny_checkpoint, batch_decode):
+    """Continuous batching; the stacked decode (True) and one forward per sequence (False, the
+    reference) both match the oracle."""
     path = tiny_checkpoint("tiny-gpt2")
     llm, _ = load(path, max_num_seqs=3)
+    llm.runner.batch_decode = batch_decode
     prompts = shared_prefix_prompts(n=6, seed=3)
     ids = {llm.add_request(prompts[0], SamplingParams(max_tokens=MAX_NEW)): 0}
     results, k = {}, 1
@@ -85,6 +90,7 @@ def test_requests_joining_mid_flight(tiny_checkpoint):
     for i, p in enumerate(prompts):
         assert results[i].token_ids == hf_greedy(path, p, MAX_NEW)
     assert llm.stats["max_seqs_in_step"] == 3
+    assert (llm.runner.batched_decodes > 0) == batch_decode
 
 
 @pytest.mark.parametrize("preset", ["tiny-phi3", "tiny-gemma2"])

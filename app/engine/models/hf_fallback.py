@@ -91,6 +91,51 @@ class HFCausalLM(nn.Module):
         return out.logits[0, out.logits.shape[1] - num_rows:].float()  # (num_rows, vocab)
 
 
+    # ----- batched decode ------------------------------------------------------------------
+    @staticmethod
+    def batchable(cache) -> bool:
+        """Plain full-attention layers only: their (1, H, L, D) tensors can be stacked and split.
+        Sliding-window / static / quantized layers keep extra state and decode one by one."""
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(cache, "layers", None)
+        return bool(layers) and all(type(x) is DynamicLayer and x.is_initialized for x in layers)
+
+    @torch.inference_mode()
+    def decode_batch(self, input_ids: torch.Tensor, caches: list, lens: list[int]) -> torch.Tensor:
+        """One decode token for each of B sequences in one forward.
+
+        input_ids: (B,); caches[i] holds lens[i] tokens (all `batchable`). The caches are stacked
+        left-padded to (B, H, Lmax, D) per layer with a 2-D attention mask hiding the pads, and
+        after the forward each sequence's cache becomes its (1, H, lens[i] + 1, D) slice of the
+        result. Returns float32 logits (B, vocab)."""
+        from transformers import DynamicCache
+
+        B, Lmax, dev = len(caches), max(lens), input_ids.device
+        batched = DynamicCache()
+        for j in range(len(caches[0].layers)):
+            ks, vs = [], []
+            for c, n in zip(caches, lens):
+                k, v = c.layers[j].keys, c.layers[j].values  # (1, H, n, D)
+                pad = (0, 0, Lmax - n, 0)  # left-pad the sequence dimension
+                ks.append(torch.nn.functional.pad(k, pad))
+                vs.append(torch.nn.functional.pad(v, pad))
+            batched.update(torch.cat(ks), torch.cat(vs), j)  # (B, H, Lmax, D)
+        mask = torch.zeros(B, Lmax + 1, dtype=torch.long, device=dev)
+        for i, n in enumerate(lens):
+            mask[i, Lmax - n:] = 1
+        pos = torch.tensor(lens, device=dev).unsqueeze(1)  # (B, 1)
+        kw = {self._cache_kw: batched, "use_cache": True, "position_ids": pos, "attention_mask": mask}
+        if self._has_logits_to_keep:
+            kw["logits_to_keep"] = 1
+        out = self.hf(input_ids=input_ids.unsqueeze(1), **kw)
+        for j, layer in enumerate(batched.layers):
+            for i, (c, n) in enumerate(zip(caches, lens)):
+                c.layers[j].keys = layer.keys[i:i + 1, :, Lmax - n:]  # (1, H, n + 1, D) view
+                c.layers[j].values = layer.values[i:i + 1, :, Lmax - n:]
+        return out.logits[:, -1].float()  # (B, vocab)
+
+
 def load_hf_model(path, hf_config, device: torch.device, dtype: torch.dtype, *, trust_remote_code: bool,
                   use_safetensors: bool) -> nn.Module:
     from transformers import AutoModelForCausalLM
