@@ -57,14 +57,15 @@ def build_paths(n, k, device, act_dtype):
         for tag, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
             if device.type == "cuda" and dt != torch.bfloat16:
                 continue
-            m = Int4Linear.from_linear(lin, 128, dense_min_m=None, cpu_compute_dtype=dt)
+            # dense_min_m huge: never dense, but keeps the portable levels so the reference is independent
+            m = Int4Linear.from_linear(lin, 128, dense_min_m=10**9, cpu_compute_dtype=dt)
             paths[f"int4 kernel ({tag} act)"] = (act_dtype, m)
         m = Int4Linear.from_linear(lin, 128, dense_min_m=1)  # dense matmul in bf16 (the kernel dtype)
         paths["int4 dequant+dense (bf16)"] = (act_dtype, m)
     if sup["8bit"] is None:
         if device.type == "cpu":
             for tag, dt in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-                paths[f"int8 kernel ({tag} act)"] = (act_dtype, Int8Linear.from_linear(lin, dense_min_m=None,
+                paths[f"int8 kernel ({tag} act)"] = (act_dtype, Int8Linear.from_linear(lin, dense_min_m=10**9,
                                                                                         cpu_compute_dtype=dt))
         paths["int8 dequant+dense (bf16)"] = (act_dtype, Int8Linear.from_linear(lin, dense_min_m=1))
     if sup["fp8"] is None:
@@ -96,17 +97,27 @@ def main(argv=None):
             for m in ms:
                 x = torch.randn(m, a.k, device=device, dtype=dt)
                 results[name][m] = _time_ms(lambda: fn(x), device)
+    # Correctness next to speed (not a test: a quick check when run on a new machine, e.g. a GPU):
+    # max |y - reference_forward| / max |reference| at M = 16 for every quantized path.
+    rel_err = {}
+    with torch.no_grad():
+        x = torch.randn(16, a.k, device=device, dtype=act)
+        for name, (dt, fn) in paths.items():
+            if hasattr(fn, "reference_forward"):
+                ref = fn.reference_forward(x.to(dt)).float()
+                rel_err[name] = float((fn(x.to(dt)).float() - ref).abs().max() / ref.abs().max())
     width = max(len(p) for p in results) + 2
     print(f"ms per matmul, weight {a.n}x{a.k}, device {device} "
           f"({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, quantized-layer input {act}")
-    print("path".ljust(width) + "".join(f"M={m}".rjust(10) for m in ms))
+    print("path".ljust(width) + "".join(f"M={m}".rjust(10) for m in ms) + "   rel.err vs reference")
     for name, row in results.items():
-        print(name.ljust(width) + "".join(f"{row[m]:10.3f}" for m in ms))
+        err = f"{rel_err[name]:.1e}" if name in rel_err else "-"
+        print(name.ljust(width) + "".join(f"{row[m]:10.3f}" for m in ms) + f"   {err}")
     if a.json:
         Path(a.json).write_text(json.dumps({
             "n": a.n, "k": a.k, "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "act_dtype": str(act), "ms_per_matmul": results, "date": time.strftime("%Y-%m-%d"),
+            "act_dtype": str(act), "ms_per_matmul": results, "rel_err_vs_reference_m16": rel_err, "date": time.strftime("%Y-%m-%d"),
         }, indent=2))
 
 

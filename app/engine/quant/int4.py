@@ -137,23 +137,27 @@ def _hqq_refine(wg, q, scale, zero, iters, param_dtype, p=0.7, beta=10.0, kappa=
     The sparsity-promoting l_p loss lets a few outliers keep large errors while the bulk of the
     group fits better. Alternates: (1) shrink the residual, (2) the closed-form zero given the
     shrunk residual, (3) re-pick the levels. Keeps the iterate with the lowest mean |error|
-    (the round-to-nearest start included), so it never returns something worse than RTN.
+    (the round-to-nearest start included), so it never returns something worse than RTN, and
+    stops at the first iteration that does not improve it. wg (N, G, g); q, scale, zero (N, G, *).
     """
 
-    def err(qq, zz):
-        return ((qq - 8.0) * scale + zz - wg).abs().mean().item()
+    def deq(qq, zz):
+        return (qq - 8.0).mul_(scale).add_(zz)
 
-    best_q, best_z, best_e = q, zero, err(q, zero)
+    best_q, best_z = q, zero
+    best_e = (deq(q, zero) - wg).abs_().mean().item()
     for _ in range(iters):
-        r = wg - ((q - 8.0) * scale + zero)  # residual
-        # generalized soft-threshold for |.|^p
-        shrink = torch.sign(r) * torch.relu(r.abs() - r.abs().clamp(min=1e-12).pow(p - 1.0) / beta)
+        r = wg - deq(q, zero)  # residual (N, G, g)
+        # generalized soft-threshold for |.|^p: sign(r) * relu(|r| - |r|^(p-1) / beta)
+        a = r.abs()
+        shrink = torch.relu_(a - a.clamp(min=1e-12).pow_(p - 1.0).div_(beta)).mul_(torch.sign(r))
         # w - shrink ~= (q - 8) * s + z  ->  z = mean over the group
         zero = (wg - shrink - (q - 8.0) * scale).mean(dim=-1, keepdim=True)
         zero = zero.to(param_dtype).float()
         q = _levels(wg, scale, zero)
         beta *= kappa
-        e = err(q, zero)
-        if e < best_e:
-            best_q, best_z, best_e = q, zero, e
+        e = (deq(q, zero) - wg).abs_().mean().item()
+        if e >= best_e:
+            break
+        best_q, best_z, best_e = q, zero, e
     return best_q, best_z
