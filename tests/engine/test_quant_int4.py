@@ -124,3 +124,10 @@ def test_dequantize_int4_reference_formula():
     q = torch.tensor([[0, 8, 15, 3]], dtype=torch.uint8)
     w = dequantize_int4(q, torch.tensor([[0.5, 2.0]]), torch.tensor([[1.0, -1.0]]), 2)
     assert w.tolist() == [[1.0 - 4.0, 1.0, -1.0 + 14.0, -1.0 - 10.0]]
+
+
+def test_wrong_device_input_is_refused():
+    mod = Int4Linear.from_linear(torch.nn.Linear(64, 32), 32)
+    mod.kdevice = "cuda"  # as if packed for CUDA then moved: the layout would be wrong, so refuse
+    with pytest.raises(ValueError, match="packed for cuda"):
+        mod(torch.randn(2, 64))

@@ -3,9 +3,12 @@
 forward(x) with M = number of rows of x:
 - M < dense_min_m (or dense_min_m None): the packed int4 kernel (activations cast to the kernel
   dtype: bf16 on CUDA, cfg.cpu_compute_dtype on CPU; output cast back to x's dtype).
-- M >= dense_min_m: dequantize the weight to x's dtype and run F.linear (the packed kernels
-  slow down at large M; a dense matmul does not).
+- M >= dense_min_m: dequantize the weight to the same kernel dtype and run F.linear (the packed
+  kernels slow down at large M; a dense matmul does not).
 reference_forward(x): dequantize in float32 + F.linear — the obviously correct path tests compare to.
+
+Build it on the device it will run on: the packed layout is device-specific, so moving the
+module between CPU and CUDA afterwards is refused at the first forward.
 
 Dequantizing needs the levels back: on CPU they are read out of the kernel layout (`unpack_cpu`,
 verified at run time); where that is not possible (CUDA, or an unknown CPU layout) and the dense
@@ -43,6 +46,7 @@ class Int4Linear(nn.Module):
         if problem:
             raise ValueError(f"cannot build an int4 layer: {problem}")
         self.kdtype = K.kernel_dtype(device, cpu_compute_dtype)
+        self.kdevice = device.type  # the packed layout below is only valid on this device type
         self.register_buffer("packed", K.pack_for_device(weights.qweight, device))
         # (K/g, N, 2): [..., 0] scale, [..., 1] zero
         self.register_buffer(
@@ -58,7 +62,8 @@ class Int4Linear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128, *, hqq: bool = False, hqq_iters: int = 20,
                     **kw) -> "Int4Linear":
-        w = quantize_for(linear.weight, group_size, hqq=hqq, hqq_iters=hqq_iters)
+        # quantized on the weight's device (fast on GPU); scales/zeros rounded to bf16
+        w = quantize_int4(linear.weight, group_size, hqq=hqq, hqq_iters=hqq_iters)
         return cls(w, linear.bias, device=linear.weight.device, **kw)
 
     def levels(self) -> torch.Tensor:
@@ -102,6 +107,9 @@ class Int4Linear(nn.Module):
         return F.linear(x.float(), w, b).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != self.packed.device.type or self.packed.device.type != self.kdevice:
+            raise ValueError(f"Int4Linear was packed for {self.kdevice}; got input on {x.device} / weights on "
+                             f"{self.packed.device}: quantize the model on the device it runs on")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
@@ -117,9 +125,3 @@ class Int4Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
                 f"bias={self.bias is not None}, dense_min_m={self.dense_min_m}, kernel_dtype={self.kdtype}")
-
-
-def quantize_for(weight: torch.Tensor, group_size: int, *, hqq: bool, hqq_iters: int) -> Int4Weights:
-    """Quantize on the weight's device (fast on GPU). Scales/zeros are rounded to bf16: the CUDA
-    kernel's dtype, and exactly representable in the fp32 CPU kernel."""
-    return quantize_int4(weight, group_size, hqq=hqq, hqq_iters=hqq_iters)
