@@ -223,6 +223,7 @@ class OptimizedLocalDocGenerator:
         return {
             "generator": "OptimizedLocalDocGenerator",
             "model": self.model_id,
+            "backend": getattr(llm, "backend", "native"),
             "device": str(llm.device),
             "dtype": str(llm.dtype).replace("torch.", ""),
             "prompt_version": PROMPT_VERSION,

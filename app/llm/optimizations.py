@@ -169,6 +169,8 @@ class OptimizationPlan:
         add("kv_cache_reuse", "enable_static_cache", req["enable_static_cache"], cfg.enable_prefix_caching,
             f"prefix caching: prompt blocks of {cfg.block_size} tokens (the shared system prompt) are computed once "
             "and reused by later requests, also within the first batch" if cfg.enable_prefix_caching
+            else f"unavailable on the {llm.backend} backend (no paged KV cache): every prompt computed in full"
+            if getattr(llm, "backend", "native") != "native"
             else "enable_static_cache=False: prefix caching off, every prompt computed in full")
         pool = r.get("kv_blocks", 0) * llm.runner.kv_bytes_per_block(llm.runner.kv_dtype)
         add("static_cache", "enable_static_cache", req["enable_static_cache"], True,
@@ -221,10 +223,9 @@ def _quant_problem(fmt: str, device: torch.device) -> str | None:
 
 
 def _backend_name(llm: Any) -> str:
-    layers = getattr(llm.runner, "attn_layers", [])
-    if not layers:
-        return "unknown"
-    return getattr(layers[0].backend, "__name__", "unknown").rsplit(".", 1)[-1].replace("_backend", "")
+    if getattr(llm, "backend", "native") != "native":
+        return f"{llm.backend} (transformers' own attention)"
+    return str(llm.load_report.get("attention_backend", "unknown"))
 
 
 def _short(value: Any) -> str:
