@@ -37,13 +37,14 @@ def supported_formats(device: torch.device | str) -> dict[str, str | None]:
 
 
 # Measured with benchmarks/quant_kernels.py --threads 1 (1024x1024 weight, fp32 model activations,
-# bf16 kernel activations, 2-core Sapphire Rapids VM shared with other jobs, torch 2.13):
-#   int4: packed kernel 2.8 ms vs dequantize + bf16 matmul 3.5 ms at M=64; 7.2 vs 6.6 at M=128.
-#   int8: packed kernel 0.46 vs 1.7 ms at M=16; 2.5 vs 2.2 at M=32.
+# bf16 kernel activations, 2-core Sapphire Rapids VM, torch 2.13, 2026-11-26), ms per matmul:
+#   int4: packed kernel 1.63 vs dequantize + bf16 matmul 2.12 at M=64; 2.44 vs 2.15 at M=96.
+#   int8: packed kernel 0.40 vs 0.74 at M=16; 0.86 vs 0.80 at M=32.
+# (With 2 threads on the shared machine every op had a ~6 ms floor: OpenMP contention, not kernels.)
 # CUDA int4: estimated from REFERENCE.md's H100 probe (tinygemm 0.023 ms vs bf16 0.024 ms at M=16,
 #   0.081 vs 0.018 at M=64) plus an unfused dequantize of roughly 0.05 ms: dense wins from M ~ 64.
 #   Not yet measured on a GPU with this code. CUDA int8 always dequantizes (value unused).
-_DEFAULT_DENSE_MIN_M = {("cpu", "4bit"): 128, ("cpu", "8bit"): 32, ("cuda", "4bit"): 64, ("cuda", "8bit"): 1}
+_DEFAULT_DENSE_MIN_M = {("cpu", "4bit"): 96, ("cpu", "8bit"): 32, ("cuda", "4bit"): 64, ("cuda", "8bit"): 1}
 
 
 def default_dense_min_m(device: torch.device | str, fmt: str) -> int | None:
