@@ -169,3 +169,14 @@ def test_disk_cache_hit_miss_and_invalidation(tmp_path):
 def test_cache_dir_without_key_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="cache_key"):
         quantize_model_(Tiny(), QuantConfig(format="8bit"), cache_dir=tmp_path)
+
+
+def test_disk_cache_8bit_round_trip(tmp_path):
+    torch.manual_seed(1)
+    base = Tiny(tied=True)
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    cfg = QuantConfig(format="8bit")
+    assert quantize_model_(a, cfg, cache_dir=tmp_path, cache_key="k")["cache"] == "miss"
+    assert quantize_model_(b, cfg, cache_dir=tmp_path, cache_key="k")["cache"] == "hit"
+    ids = torch.randint(0, 96, (1, 5))
+    torch.testing.assert_close(a(ids), b(ids), atol=0, rtol=0)
