@@ -92,3 +92,18 @@ def test_compute_kv_scale_round_trip():
     assert compute_kv_scale(kv, margin=2.0) == pytest.approx(2 * scale)
     with pytest.raises(ValueError):
         compute_kv_scale(torch.tensor([1.0, float("nan")]))
+
+
+def test_int8_linear_realigns_a_misaligned_weight():
+    # The CPU int8 kernel segfaults on weights that are not 64-byte aligned (e.g. read from a file).
+    q, s = quantize_int8(torch.randn(64, 64))
+    buf = torch.empty(q.numel() + 64, dtype=torch.int8)
+    off = next(i for i in range(1, 64) if (buf.data_ptr() + i) % 64 == 8)
+    mis = buf[off : off + q.numel()].view(64, 64)
+    mis.copy_(q)
+    assert mis.data_ptr() % 64 == 8
+    mod = Int8Linear(mis, s, None, dense_min_m=None, cpu_compute_dtype=torch.bfloat16)
+    assert mod.qweight.data_ptr() % 64 == 0
+    x = torch.randn(5, 64)
+    ref = mod.reference_forward(x)
+    assert (mod(x) - ref).abs().max() <= 0.02 * ref.abs().max() + 1e-3

@@ -41,7 +41,8 @@ def read_cache(path: Path, identity: str) -> tuple[dict[str, dict[str, torch.Ten
             payloads: dict[str, dict[str, torch.Tensor]] = {name: {} for name in infos}
             for key in f.keys():
                 mod, _, tname = key.rpartition(".")
-                payloads[mod][tname] = f.get_tensor(key)
+                # clone: own, aligned memory (views into the file can be misaligned for the kernels)
+                payloads[mod][tname] = f.get_tensor(key).clone()
     except Exception:  # a truncated or foreign file is a miss, not a crash
         return None
     return payloads, infos

@@ -24,6 +24,13 @@ def quantize_int8(weight: torch.Tensor, param_dtype: torch.dtype = torch.bfloat1
     return q, scale
 
 
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """Contiguous and 64-byte aligned: the CPU int8 kernel crashes (SIGSEGV) on a weight that is not,
+    e.g. a tensor read from a safetensors file at an 8-byte offset (seen on torch 2.13, AVX512/AMX)."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 64 == 0 else t.clone()
+
+
 class Int8Linear(nn.Module):
     def __init__(
         self,
@@ -42,8 +49,8 @@ class Int8Linear(nn.Module):
         self.use_kernel = dev.type == "cpu"
         self.dense_min_m = dense_min_m
         self.kdtype = cpu_compute_dtype if self.use_kernel else torch.float32
-        self.register_buffer("qweight", qweight.contiguous())
-        self.register_buffer("scale", scale.to(dev, self.kdtype if self.use_kernel else torch.float32))
+        self.register_buffer("qweight", _aligned(qweight))
+        self.register_buffer("scale", _aligned(scale.to(dev, self.kdtype if self.use_kernel else torch.float32)))
         self.bias = nn.Parameter(bias.detach().to(dev), requires_grad=False) if bias is not None else None
 
     @classmethod
