@@ -1,7 +1,7 @@
 """QuantConfig: what the load-time module swap should do."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -38,7 +38,6 @@ class QuantConfig:
     hqq_iters: int = 20
     dense_min_m: int | str | None = "auto"
     cpu_compute_dtype: str = "bfloat16"
-    extra: dict = field(default_factory=dict)  # free-form notes carried into the report
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
