@@ -14,5 +14,10 @@ except Exception:  # pragma: no cover
 if not _has_cuda:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Keep caches the engine writes (quantized weights) out of the user's home during tests.
+import tempfile
+
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="docgen-test-cache-")
+
 # Session-scoped checkpoint fixtures (tiny_checkpoint, shared_models_dir) for every test package.
 pytest_plugins = ["tests.fixtures"]

@@ -47,6 +47,7 @@ class EngineConfig:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     quantization: str | None = None
+    quant_cache_dir: str | None = None  # None: ~/.cache/docgen-engine/quant; "": no cache
     kv_cache_dtype: str = "auto"
     lora_path: str | list[str] | None = None
     enable_compilation: bool = False

@@ -6,7 +6,9 @@ checkpoint and sizing the KV pool, so the model code never knows about them.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -101,8 +103,11 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
 
         from .loader import checkpoint_fingerprint
 
+        # The key covers everything the quantized tensors depend on: checkpoint, merged adapters, dtype.
+        adapters = [p for d in (cfg.lora_path or []) for p in sorted(Path(d).glob("adapter_*"))]
+        key = f"{checkpoint_fingerprint(files + adapters)}-{report['dtype']}"
         report["quantization"] = quantize_model_(
-            model, QuantConfig(format=cfg.quantization), cache_key=checkpoint_fingerprint(files))
+            model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     kv_dtype = dtype
     if cfg.kv_cache_dtype == "fp8":
@@ -124,6 +129,14 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         report["compile"] = compile_model_(model, device)
     report["cuda_graphs"] = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
+
+
+def _quant_cache_dir(cfg: EngineConfig) -> Path | None:
+    """Where quantized weights are cached between starts ("" turns the cache off)."""
+    if cfg.quant_cache_dir is not None:
+        return Path(cfg.quant_cache_dir).expanduser() if cfg.quant_cache_dir else None
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "docgen-engine" / "quant"
 
 
 def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
