@@ -130,8 +130,11 @@ class LLM:
         finished = self.scheduler.update(out, sampled)
         for s in out.scheduled:
             seq = s.seq
-            if not seq.is_finished and seq.params.stop and seq.seq_id in sampled:
-                if self._check_stop_strings(seq):
+            new = sampled.get(seq.seq_id)
+            if seq.params.stop and new and self._apply_stop_strings(seq, len(new)):
+                if seq.is_finished:  # also ended by EOS/length this step: the stop string came first
+                    seq.finish_reason = "stop"
+                else:
                     self.scheduler.finish(seq, "stop")
                     finished.append(seq)
         return done + [self._finish_output(seq) for seq in finished]
@@ -147,13 +150,27 @@ class LLM:
                             self._generator)
         return {sid: [toks[i]] for i, (sid, _, _) in enumerate(spans)}
 
-    def _check_stop_strings(self, seq: Sequence) -> bool:
-        text = self.tokenizer.decode(seq.output_token_ids, seq.params.skip_special_tokens)
-        hits = [i for i in (text.find(s) for s in seq.params.stop) if i >= 0]
-        if hits:
-            seq.stop_text_index = min(hits)
-            return True
-        return False
+    def _apply_stop_strings(self, seq: Sequence, num_new: int) -> bool:
+        """If the output now contains a stop string, cut the tokens after the one that completed
+        it (a speculative step may have added several) and remember where the text ends."""
+        stops, skip = seq.params.stop, seq.params.skip_special_tokens
+        out = seq.output_token_ids
+
+        def first_hit(ids):
+            text = self.tokenizer.decode(ids, skip)
+            hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+            return min(hits) if hits else None
+
+        if first_hit(out) is None:
+            return False
+        keep = len(out)
+        for j in range(max(len(out) - num_new + 1, 1), len(out)):
+            if first_hit(out[:j]) is not None:
+                keep = j
+                break
+        del seq.token_ids[seq.num_prompt_tokens + keep :]
+        seq.stop_text_index = first_hit(out[:keep])
+        return True
 
     def _finish_output(self, seq: Sequence) -> RequestOutput:
         self._requests.pop(seq.request_id, None)

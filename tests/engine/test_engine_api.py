@@ -159,3 +159,20 @@ def test_hub_id_offline_gives_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="pass a local model directory") as e:
         LLM("someorg/some-model")
     assert "someorg/some-model" in str(e.value)
+
+
+def test_stop_strings_with_speculation_cut_tokens_like_plain_decoding(tiny_checkpoint):
+    """A draft equal to the target accepts every proposal, so several tokens arrive per step; the
+    tokens after the one completing the stop string must still be dropped."""
+    path = str(tiny_checkpoint("tiny"))
+    plain = LLM(path, block_size=4)
+    spec = LLM(path, block_size=4, speculative_method="draft", speculative_draft_model=path,
+               speculative_max_batch_size=8)
+    p = plain.tokenizer.encode("def add(a, b):\n    return")
+    free = plain.generate([p], SamplingParams(max_tokens=24, ignore_eos=True))[0]
+    stop = free.text[len(free.text) // 2: len(free.text) // 2 + 3]
+    sp = SamplingParams(max_tokens=24, ignore_eos=True, stop=[stop])
+    a = plain.generate([p], sp)[0]
+    b = spec.generate([p], sp)[0]
+    assert spec.stats["spec_accepted_tokens"] > 0
+    assert (b.token_ids, b.text, b.finish_reason) == (a.token_ids, a.text, "stop")
