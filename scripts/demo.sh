@@ -17,7 +17,7 @@ if [ -z "$MODEL" ]; then
   [ -f "$MODEL/config.json" ] || .venv/bin/python -c "from app.engine.random_checkpoint import build_checkpoint; build_checkpoint('$MODEL', 'tiny')"
 fi
 OUT=${DOCGEN_OUT:-demo_docs}
-rm -rf "$OUT" examples/demo_project/.docgen
-.venv/bin/docgen run examples/demo_project --model "$MODEL" --quantization none --out "$OUT" \
+rm -rf "$OUT" .docgen-demo-store
+.venv/bin/docgen run examples/demo_project --model "$MODEL" --quantization none --out "$OUT" --store .docgen-demo-store/docgen.sqlite \
   --max-new-tokens 128 --plain "$@"
 echo "Markdown written to $OUT/ (index: $OUT/index.md)"
