@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -137,3 +137,27 @@ def identical_share(a: Sequence[DocResult], b: Sequence[DocResult]) -> dict[str,
         if x.ok and y.ok and ((tx == ty) if tx is not None and ty is not None else x.text == y.text):
             same += 1
     return {"identical": same, "compared": n, "share": same / n if n else 0.0}
+
+
+def in_fresh_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run `fn` in a new thread that ends with it, and return its result (or raise its error).
+
+    Keeps torch work off the main thread: on the CPU, once two threads each own an OpenMP team,
+    libgomp throttles spinning (more threads than cores) and the engine thread's small decode ops
+    slow down ~1.7x (see app/llm/engine_thread.py). A thread's team dies with the thread, so
+    running each measured phase in its own short-lived thread keeps the comparison fair.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # re-raised in the caller
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="bench-phase")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ckpt-") as tmp:
         model, model_info = args.model, {}
         if args.random_weights:
-            model, model_info = _random_checkpoint(args.random_weights, device, tmp, console)
+            model, model_info = bench_measure.in_fresh_thread(_random_checkpoint, args.random_weights, device, tmp, console)
         return _run(args, console, device, max_new, model, model_info)
 
 
@@ -128,11 +128,15 @@ def _run(args, console: Console, device: torch.device, max_new: int, model: str,
                   max_seq_length=args.max_seq_length, ignore_eos=args.ignore_eos)
 
     console.print(f"original generator: {nb} chunks, one at a time ...", highlight=False)
-    base = _quiet(create_local_generator, console, **common)
-    try:
-        orig, orig_results = bench_measure.run(base, chunks[:nb], "original", device, warm)
-    finally:
-        base.close()
+
+    def run_original():
+        base = _quiet(create_local_generator, console, **common)
+        try:
+            return bench_measure.run(base, chunks[:nb], "original", device, warm)
+        finally:
+            base.close()
+
+    orig, orig_results = bench_measure.in_fresh_thread(run_original)
 
     opt_kwargs = dict(common, max_batch_size=args.batch_size, enable_speculative_decoding=args.speculative,
                       draft_model_id=args.draft_model, enable_kv_cache_quantization=args.kv_fp8,

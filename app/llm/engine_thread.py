@@ -28,13 +28,34 @@ class EngineClosedError(RuntimeError):
 
 
 class EngineThread:
+    """`llm` is an engine, or a zero-argument factory that builds one.
+
+    Pass a factory where possible: the engine is then built in the thread that runs it, so every
+    torch op happens in one thread. On the CPU that matters: once a second thread has its own
+    OpenMP team, libgomp throttles its workers' spinning (more threads than cores) and each small
+    decode op pays a futex wake-up; measured 1.7x slower decode when the model was built in the
+    caller's thread and run in this one.
+    """
+
     def __init__(self, llm: Any, name: str = "docgen-engine") -> None:
-        self.llm = llm
         self._commands: queue.Queue = queue.Queue()
         self._pending: dict[str, OnDone] = {}  # request id -> callback; engine thread only
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        factory = llm if callable(llm) and not hasattr(llm, "step") else (lambda: llm)
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._main, args=(factory, ready), name=name, daemon=True)
         self._thread.start()
+        self.llm = ready.result()  # re-raises what the factory raised (the thread has then ended)
+
+    def _main(self, factory: Callable[[], Any], ready: concurrent.futures.Future) -> None:
+        try:
+            llm = factory()
+        except BaseException as e:
+            ready.set_exception(e)
+            return
+        self.llm = llm
+        ready.set_result(llm)
+        self._run()
 
     # ----- called from any thread ---------------------------------------------------------
     @property

@@ -94,7 +94,9 @@ class OptimizedLocalDocGenerator:
             warn=self._warn_once)
         base = dict(engine_kwargs, device=str(dev), max_model_len=max_seq_length,
                     kv_cache_memory_gb=kv_cache_memory_gb, lora_path=lora_path or lora_id)
-        llm = self._load(base, max_batch_size, bool(enable_static_cache))
+        # The engine is built inside its own thread (see EngineThread): all torch work in one thread.
+        self._engine = EngineThread(lambda: self._load(base, max_batch_size, bool(enable_static_cache)))
+        llm = self._engine.llm
         if llm.max_model_len < max_seq_length:
             # The model's context window (or the KV pool) is smaller than asked: callers such as
             # docgen read max_seq_length to split long chunks, so it must tell the truth.
@@ -103,7 +105,6 @@ class OptimizedLocalDocGenerator:
             self.max_seq_length = llm.max_model_len
         self._optimizations = self._plan.finalize(llm)
         self.tokenizer = llm.tokenizer.hf
-        self._engine = EngineThread(llm)
         self._finalizer = weakref.finalize(self, self._engine.close)
 
     # ----- loading ------------------------------------------------------------------------
