@@ -105,7 +105,9 @@ def test_policy_fixed_threshold_and_k_adaptation():
 def test_auto_policy_follows_measured_throughput_per_batch_bucket():
     pol = SpecPolicy(k_max=4, max_batch_size=None)
     assert bucket_of(1) == 1 and bucket_of(3) == 2 and bucket_of(4) == 3 and bucket_of(64) == 7
-    for n, on_rate, off_rate in [(1, 300.0, 100.0), (64, 900.0, 1000.0)]:
+    # Batch 1 wins with speculation, batch 2-3 loses; larger batches are then never explored.
+    for n, on_rate, off_rate, explores in [(1, 300.0, 100.0, True), (2, 150.0, 200.0, True),
+                                           (4, 900.0, 100.0, False), (64, 900.0, 1000.0, False)]:
         decisions = []
         for _ in range(200):
             on = pol.should_speculate(n)
@@ -113,6 +115,9 @@ def test_auto_policy_follows_measured_throughput_per_batch_bucket():
             tokens = 10.0
             pol.observe_step(n, on, tokens, tokens / (on_rate if on else off_rate))
         tail = decisions[2 * MIN_SAMPLES:]
+        if not explores:  # the next smaller bucket showed speculation does not pay
+            assert not any(decisions)
+            continue
         # Explores both arms first, then runs the faster one nearly always.
         assert set(decisions[: 2 * MIN_SAMPLES]) == {True, False}
         frac_on = sum(tail) / len(tail)

@@ -9,7 +9,9 @@ so the automatic policy measures it: running sequences are bucketed by powers of
 bucket the engine keeps the recent throughput (tokens emitted per second of step, proposer
 included) of steps with and without speculation, from pure-decode steps only. Each arm is tried
 `MIN_SAMPLES` times, then the better one runs, with the other re-tried now and then (rarely when
-it lost clearly) so a change in acceptance is noticed. `max_batch_size` set by the user replaces
+it lost clearly) so a change in acceptance is noticed. A bucket is only explored once the next
+smaller bucket found that speculation wins (it pays less as the batch grows), so large batches
+pay no exploration cost unless small ones showed a gain. `max_batch_size` set by the user replaces
 all this with a fixed threshold.
 
 k per sequence: from its acceptance estimate a (decayed counts with a prior from the engine-wide
@@ -70,14 +72,24 @@ class SpecPolicy:
     def should_speculate(self, num_running: int) -> bool:
         if self.max_batch_size is not None:
             return num_running <= self.max_batch_size
-        b = self.buckets.setdefault(bucket_of(num_running), _Bucket())
+        i = bucket_of(num_running)
+        b = self.buckets.setdefault(i, _Bucket())
         b.visits += 1
-        if not b.decided():  # explore: alternate, starting with speculation on
-            return len(b.on.samples) <= len(b.off.samples)
+        if not b.decided():
+            # Speculation pays less as the batch grows, so only explore a bucket once the next
+            # smaller one showed that it pays there: a full first wave (or a draft model that
+            # loses even at batch 1) then costs no exploration steps at all.
+            if i > 1 and not self._wins(i - 1):
+                return False
+            return len(b.on.samples) <= len(b.off.samples)  # explore: alternate, on first
         on_wins = b.on.rate() >= b.off.rate()
         win, lose = (b.on, b.off) if on_wins else (b.off, b.on)
         every = EXPLORE_RARELY if lose.rate() < CLEAR_LOSS * win.rate() else EXPLORE_EVERY
         return on_wins != (b.visits % every == 0)
+
+    def _wins(self, i: int) -> bool:
+        b = self.buckets.get(i)
+        return b is not None and b.decided() and b.on.rate() >= b.off.rate()
 
     def observe_step(self, num_running: int, speculated: bool, tokens: int, seconds: float) -> None:
         """Record one pure-decode step's throughput for the automatic policy."""

@@ -51,7 +51,10 @@ class Speculator:
                     if q is not None and toks:
                         self._q[seq.seq_id] = q
         self.propose_seconds += time.perf_counter() - t0
-        self._step = (t0, on, len(running), self.llm.scheduler.stats.computed_tokens)
+        # A step counts as speculative only if something was proposed: an "on" step where the
+        # proposer found nothing is a plain decode step and must not lower the "on" arm's rate.
+        proposed = on and any(s.spec_token_ids for s in running)
+        self._step = (t0, proposed, len(running), self.llm.scheduler.stats.computed_tokens)
 
     def _token_counts(self, decoding: list, running: list) -> dict[int, int]:
         """k per sequence: the policy's choice, capped by max_tokens, the model length and the
