@@ -27,8 +27,12 @@ def default_buckets(max_num_seqs: int) -> list[int]:
 
 
 class CudaGraphDecoder:
-    def __init__(self, model, device: torch.device, max_num_seqs: int, max_model_len: int, block_size: int):
+    def __init__(self, model, device: torch.device, max_num_seqs: int, max_model_len: int, block_size: int,
+                 capture: bool = True):
         self.model, self.device = model, device
+        # capture=False runs the same padded static-buffer step eagerly instead of replaying a
+        # graph: the test path for everything but the capture itself (works on the CPU).
+        self.capture_enabled = capture
         self.buckets = sorted(set(default_buckets(max_num_seqs)))
         self.max_bs = self.buckets[-1]
         self.max_blocks = (max_model_len + block_size - 1) // block_size
@@ -95,7 +99,7 @@ class CudaGraphDecoder:
         n = len(ids)
         b = self.bucket_for(n)
         assert b is not None, "batch larger than the largest captured bucket"
-        if b not in self.graphs:  # e.g. fp8 KV whose scales come from the first real prefill
+        if self.capture_enabled and b not in self.graphs:  # e.g. fp8 KV scales come from the first prefill
             self.capture(b)
         width = max(len(t) for t in tables)
         bt = torch.zeros(b, width, dtype=torch.int32)
@@ -109,5 +113,7 @@ class CudaGraphDecoder:
         self.seq_lens[:n].copy_(torch.tensor(seq_lens, dtype=torch.int32), non_blocking=True)
         self.block_tables[:b, :width].copy_(bt.to(dev, non_blocking=True))
         self.block_tables[:b, width:].zero_()
+        if not self.capture_enabled:
+            return self._run(b)[:n]
         self.graphs[b].replay()
         return self.logits[b][:n]
