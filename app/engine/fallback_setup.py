@@ -33,7 +33,7 @@ UNAVAILABLE = {
 
 
 def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torch.dtype, tok):
-    from .setup import EngineParts, _num_kv_blocks
+    from .setup import EngineParts, allocate_kv_pool
 
     archs = list(getattr(hf_config, "architectures", None) or [type(hf_config).__name__])
     _check_transformers_has(archs, hf_config, cfg.trust_remote_code)
@@ -66,12 +66,7 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
     max_pos = int(getattr(hf_config, "max_position_embeddings", None) or 4096)
     max_model_len = min(cfg.max_model_len or max_pos, max_pos)
     runner = FallbackRunner(model, device, dtype, cfg.block_size)
-    num_blocks = _num_kv_blocks(cfg, runner, dtype, device, max_model_len)
-    runner.allocate_kv_cache(num_blocks, dtype)
-    if num_blocks * cfg.block_size < max_model_len:
-        log.warning("KV budget holds %d tokens, less than max_model_len %d: capping max_model_len",
-                    num_blocks * cfg.block_size, max_model_len)
-        max_model_len = num_blocks * cfg.block_size
+    num_blocks, max_model_len = allocate_kv_pool(cfg, runner, dtype, device, max_model_len)
     report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
                   kv_cache_dtype=str(dtype).replace("torch.", ""), prefix_caching=False,
                   unavailable=dict(UNAVAILABLE))

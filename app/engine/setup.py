@@ -115,12 +115,7 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     backend = _backend_name(cfg, device)
     runner.set_backend(load_backend(backend))
     report["attention_backend"] = backend
-    num_blocks = _num_kv_blocks(cfg, runner, kv_dtype, device, max_model_len)
-    runner.allocate_kv_cache(num_blocks, kv_dtype)
-    if num_blocks * cfg.block_size < max_model_len:
-        log.warning("KV pool holds %d tokens, less than max_model_len %d: capping max_model_len",
-                    num_blocks * cfg.block_size, max_model_len)
-        max_model_len = num_blocks * cfg.block_size
+    num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len)
     report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
                   kv_cache_dtype=str(kv_dtype).replace("torch.", ""))
     if cfg.enable_compilation:
@@ -151,6 +146,17 @@ def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
         except Exception:  # pragma: no cover - triton missing on this GPU machine
             log.warning("Triton attention unavailable on this GPU; using the torch reference backend")
     return "torch_ref"
+
+
+def allocate_kv_pool(cfg: EngineConfig, runner, kv_dtype, device, max_model_len: int) -> tuple[int, int]:
+    """Sizes and allocates the KV pool; returns (num_blocks, max_model_len capped to what fits)."""
+    num_blocks = _num_kv_blocks(cfg, runner, kv_dtype, device, max_model_len)
+    runner.allocate_kv_cache(num_blocks, kv_dtype)
+    if num_blocks * cfg.block_size < max_model_len:
+        log.warning("KV pool holds %d tokens, less than max_model_len %d: capping max_model_len",
+                    num_blocks * cfg.block_size, max_model_len)
+        max_model_len = num_blocks * cfg.block_size
+    return num_blocks, max_model_len
 
 
 def _num_kv_blocks(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_model_len: int) -> int:
