@@ -35,6 +35,23 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
+def free(device):
+    """Drop a deleted engine's memory before the next model loads (KV pools are tens of GB)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def save(res, path):
+    """Written after every phase: a run killed by a timeout keeps what it measured."""
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(res, f, indent=2, default=str)
+
+
 def engine_run(llm, prompts, max_new, device):
     from app.engine import SamplingParams
 
@@ -71,8 +88,7 @@ def hf_generate_batch(path, prompts, max_new, device, dtype):
     sync(device)
     dt = time.perf_counter() - t
     del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    free(device)
     return dt
 
 
@@ -137,14 +153,14 @@ def main(argv=None):
     if device.type == "cuda":
         res["batch1_roofline_tok_s"] = H100_BANDWIDTH / weight_bytes
         res["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    save(res, args.json)
 
     # Fast path vs the eager torch reference path on the same weights.
     n = min(args.agreement_prompts, args.chunks)
     k = min(32, wl.max_new_tokens)
     fast = [o.token_ids[:k] for o in outs[:n]]
     del llm
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    free(device)
     ref_llm = LLM(str(path), device=str(device), enforce_eager=True, attention_backend="torch_ref",
                   max_num_seqs=max(n, 8), kv_cache_memory_gb=4 if device.type == "cuda" else None)
     _, ref_outs = engine_run(ref_llm, wl.prompts[:n], k, device)
