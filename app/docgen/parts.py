@@ -2,8 +2,9 @@
 
 Each part is documented on its own (earlier wave); the whole unit is then documented from its
 head (signature and first lines) plus the parts' summaries, so the result describes the whole.
-Token counts are estimated from characters (≈3 characters per token for code, deliberately on
-the high side) because the tokenizer belongs to the generator.
+Token counts are estimated from characters: ≈3 characters per token for code by default
+(deliberately on the high side), or a ratio the runner measured with the generator's own tokenizer
+(small-vocabulary tokenizers need far fewer characters per token).
 """
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from app.docgen.units import SourceUnit
 CHARS_PER_TOKEN = 3.0
 
 
-def estimate_tokens(text: str) -> int:
-    return int(len(text) / CHARS_PER_TOKEN) + 1
+def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    return int(len(text) / chars_per_token) + 1
 
 
-def _split_lines(code: str, budget_tokens: int) -> list[tuple[int, str]]:
+def _split_lines(code: str, budget_tokens: int, chars_per_token: float = CHARS_PER_TOKEN) -> list[tuple[int, str]]:
     """Greedy split on line boundaries: [(first line offset, text)], each within the budget."""
-    max_chars = max(64, int(budget_tokens * CHARS_PER_TOKEN))
+    max_chars = max(64, int(budget_tokens * chars_per_token))
     pieces: list[tuple[int, str]] = []
     cur: list[str] = []
     cur_len, cur_start = 0, 0
@@ -43,11 +44,11 @@ def _split_lines(code: str, budget_tokens: int) -> list[tuple[int, str]]:
     return pieces
 
 
-def split_unit(unit: SourceUnit, budget_tokens: int) -> list[SourceUnit]:
+def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CHARS_PER_TOKEN) -> list[SourceUnit]:
     """Return [] when the unit fits; otherwise its parts (and set the unit's head prompt)."""
-    if estimate_tokens(unit.code) <= budget_tokens:
+    if estimate_tokens(unit.code, chars_per_token) <= budget_tokens:
         return []
-    pieces = _split_lines(unit.code, budget_tokens)
+    pieces = _split_lines(unit.code, budget_tokens, chars_per_token)
     n = len(pieces)
     parts = []
     for k, (offset, text) in enumerate(pieces, start=1):
@@ -59,7 +60,7 @@ def split_unit(unit: SourceUnit, budget_tokens: int) -> list[SourceUnit]:
             parent=unit.qualname, prompt_code="",
         ))
     unit.parts = [p.uid for p in parts]
-    head = _split_lines(unit.code, budget_tokens // 2)[0][1]
+    head = _split_lines(unit.code, budget_tokens // 2, chars_per_token)[0][1]
     unit.prompt_code = (
         head.rstrip("\n")
         + f"\n# ... {unit.end_line - unit.start_line + 1} lines in all; the rest was documented in {n} parts"

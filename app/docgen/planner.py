@@ -11,7 +11,7 @@ from app.docgen import pyimports
 from app.docgen.checks import repository_identifiers
 from app.docgen.chunker import FileChunks, chunk_source
 from app.docgen.graph import Schedule, build_deps, schedule
-from app.docgen.parts import split_unit
+from app.docgen.parts import CHARS_PER_TOKEN, split_unit
 from app.docgen.units import SourceUnit
 from app.docgen.walker import WalkConfig, WalkResult, walk
 
@@ -26,6 +26,9 @@ class PlanConfig:
     max_seq_length: int = 4096
     max_new_tokens: int = 256
     fast: bool = False
+    # Measured with the generator's tokenizer when it offers one (see runner.calibrate).
+    chars_per_token: float = CHARS_PER_TOKEN
+    prompt_overhead_tokens: int = PROMPT_OVERHEAD_TOKENS
 
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
@@ -33,12 +36,12 @@ class PlanConfig:
         if self.code_budget < 64:
             raise ValueError(
                 f"max_seq_length {self.max_seq_length} leaves no room for code after {self.max_new_tokens} new "
-                f"tokens and ~{PROMPT_OVERHEAD_TOKENS + CONTEXT_BUDGET_TOKENS} prompt tokens; raise --max-seq-length"
+                f"tokens and ~{self.prompt_overhead_tokens + CONTEXT_BUDGET_TOKENS} prompt tokens; raise --max-seq-length"
             )
 
     @property
     def code_budget(self) -> int:
-        return self.max_seq_length - self.max_new_tokens - PROMPT_OVERHEAD_TOKENS - CONTEXT_BUDGET_TOKENS
+        return self.max_seq_length - self.max_new_tokens - self.prompt_overhead_tokens - CONTEXT_BUDGET_TOKENS
 
 
 @dataclass
@@ -74,7 +77,7 @@ def make_plan(root: str | Path, cfg: PlanConfig | None = None) -> Plan:
     for fc in files:
         for u in fc.units:
             units.append(u)
-            units.extend(split_unit(u, cfg.code_budget))
+            units.extend(split_unit(u, cfg.code_budget, cfg.chars_per_token))
     deps = build_deps(units, py_imports)
     sched = schedule(units, deps, fast=cfg.fast)
     # File and folder names count as identifiers too: docs name modules (`shapes`, `test_cli`).

@@ -19,7 +19,7 @@ from app.docgen.store import Store
 from app.docgen.walker import WalkConfig
 from app.docgen.writers.docstrings import DocstringReport, write_docstrings
 from app.docgen.writers.markdown import write_markdown
-from app.llm.types import DocGenerator
+from app.llm.types import CodeChunk, DocGenerator
 
 
 def prompt_version() -> str:
@@ -66,6 +66,24 @@ class RunOutcome:
     pages: list[Path] = field(default_factory=list)
 
 
+def calibrate(cfg: PlanConfig, plan, generator) -> PlanConfig:
+    """Token estimates from the generator's own tokenizer, when it exposes `count_tokens(text)`
+    and `count_prompt_tokens(chunk)`: characters per token over a sample of this repository's
+    code (a low percentile, so long units are split before they overflow), and the prompt's
+    fixed cost (system prompt + template) for a one-line chunk."""
+    count = getattr(generator, "count_tokens", None)
+    count_prompt = getattr(generator, "count_prompt_tokens", None)
+    if not callable(count) or not callable(count_prompt):
+        return cfg
+    step = max(1, len(plan.units) // 200)
+    ratios = sorted(len(u.code) / max(1, count(u.code)) for u in plan.units[::step] if len(u.code) >= 200)
+    if ratios:
+        low = ratios[len(ratios) // 10]  # 10th percentile: most units are denser than this
+        cfg = replace(cfg, chars_per_token=min(cfg.chars_per_token, 0.9 * low))
+    overhead = int(count_prompt(CodeChunk(code="pass", path="x.py", name="x", signature="x()"))) + 16
+    return replace(cfg, prompt_overhead_tokens=max(cfg.prompt_overhead_tokens, overhead))
+
+
 def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], observer: Observer) -> RunOutcome:
     t0 = time.perf_counter()
     observer.message(f"scanning {opts.path}")
@@ -81,8 +99,9 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
     generator = make_generator()
     try:
         seq = int(getattr(generator, "max_seq_length", opts.max_seq_length) or opts.max_seq_length)
-        if seq != opts.max_seq_length:  # the model's real window decides which units need splitting
-            plan = make_plan(opts.path, replace(plan_cfg, max_seq_length=seq))
+        tuned = calibrate(replace(plan_cfg, max_seq_length=seq), plan, generator)
+        if tuned != plan_cfg:  # the model's real window and tokenizer decide which units need splitting
+            plan = make_plan(opts.path, tuned)
         store = Store(opts.store)
         try:
             cfg = RunConfig(model_id=str(generator.model_id), prompt_version=prompt_version(), sampling=opts.sampling,

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from app.llm.model_source import resolve_model_dir
+from app.llm import prompts
 from app.llm.prompts import PROMPT_VERSION, render_prompt
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
@@ -307,6 +308,14 @@ class LocalDocGenerator:
             raise
 
     # ---- reporting and lifetime --------------------------------------------------------------
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` with this model's tokenizer (docgen sizes its chunks with it)."""
+        return prompts.count_tokens(self.tokenizer, text)
+
+    def count_prompt_tokens(self, chunk: ChunkLike) -> int:
+        """Tokens of the full prompt this generator would send for `chunk`."""
+        return prompts.count_prompt_tokens(self.tokenizer, chunk)
 
     def report(self) -> dict[str, Any]:
         import transformers

@@ -25,6 +25,7 @@ import torch
 
 from app.llm.engine_thread import EngineThread
 from app.llm.optimizations import OptimizationPlan, as_dicts, normalize_quantization
+from app.llm import prompts
 from app.llm.prompts import PROMPT_VERSION, render_prompt
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
@@ -216,6 +217,14 @@ class OptimizedLocalDocGenerator:
     def engine_stats(self) -> dict[str, Any]:
         """The engine's scheduler counters (steps, max_seqs_in_step, prefix-cache hits, free KV blocks)."""
         return self._engine.call(lambda llm: dict(llm.stats))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` with this model's tokenizer (docgen sizes its chunks with it)."""
+        return prompts.count_tokens(self.tokenizer, text)
+
+    def count_prompt_tokens(self, chunk: ChunkLike) -> int:
+        """Tokens of the full prompt this generator would send for `chunk`."""
+        return prompts.count_prompt_tokens(self.tokenizer, chunk)
 
     def report(self) -> dict[str, Any]:
         llm = self._engine.llm

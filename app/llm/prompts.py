@@ -125,3 +125,13 @@ def render_prompt(tokenizer: Any, chunk: ChunkLike) -> str:
     folded = [{"role": "user", "content": SYSTEM_PROMPT + "\n\n" + messages[1]["content"]}]
     return _apply(tokenizer, folded)
 
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens of `text` alone, as the generators tokenize prompts (no added special tokens)."""
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def count_prompt_tokens(tokenizer: Any, chunk: ChunkLike) -> int:
+    """Tokens of the whole rendered prompt for `chunk` (system prompt, template and code)."""
+    return count_tokens(tokenizer, render_prompt(tokenizer, chunk))

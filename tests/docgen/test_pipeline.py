@@ -119,3 +119,30 @@ def test_generator_errors_are_reported_and_retried_next_run(tmp_path):
     # first time, so their keys changed as well
     assert sorted(c for c in _chunk_names(gen.generated, root / ".docgen" / "docgen.sqlite")) == ["<module>", "mid", "top"]
     assert out.report.errors == {} and out.report.completeness == 1.0
+
+
+def test_chunks_are_sized_with_the_generators_own_tokenizer(tmp_path):
+    """A dense tokenizer (1 character per token, like a tiny-vocabulary model's) must not let
+    prompts overflow the window: the runner calibrates the split size from `count_tokens`."""
+
+    class DenseTokenizerGenerator(FakeDocGenerator):
+        overhead = 300
+
+        def count_tokens(self, text):
+            return len(text)
+
+        def count_prompt_tokens(self, chunk):
+            return self.overhead + len(chunk.code if isinstance(chunk, str) else chunk.code)
+
+    body = "".join(f"    v{i} = x * {i} + helper_{i % 3}(x)\n" for i in range(120))
+    root = write(tmp_path / "p", {"big.py": f"def big(x):\n{body}    return v0\n", **SRC})
+    window, new = 2048, 128
+    gen = DenseTokenizerGenerator(max_seq_length=window)
+    seen = []
+    real = gen._result
+    gen._result = lambda c: (seen.append(c), real(c))[1]
+    out, _ = run_fake(root, gen, max_seq_length=window, max_new_tokens=new)
+    assert any("[part" in c.name for c in seen)
+    for c in seen:  # every prompt fits: overhead + code + callee context + new tokens
+        assert gen.overhead + len(c.code) + len(c.context) + new <= window, c.name
+    assert out.report.errors == {} and out.report.completeness == 1.0
