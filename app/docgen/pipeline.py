@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from app.docgen.checks import check_doc, failure_feedback
-from app.docgen.parts import CHARS_PER_TOKEN
 from app.docgen.planner import CONTEXT_BUDGET_TOKENS, Plan
 from app.docgen.progress import Observer
 from app.docgen.store import Store, StoredResult, code_hash, first_sentence, result_key
@@ -70,8 +69,12 @@ def build_context(unit: SourceUnit, plan: Plan, docs: dict[str, StoredResult]) -
         for uid in callees:
             dep = by_uid[uid]
             lines.append(f"- {dep.signature or dep.qualname}: {docs[uid].summary}")
-    text = "\n".join(lines)
-    max_chars = int(CONTEXT_BUDGET_TOKENS * CHARS_PER_TOKEN)
+    return fit_context("\n".join(lines), plan)
+
+
+def fit_context(text: str, plan: Plan) -> str:
+    """Cut prompt context to its token budget (estimated with the plan's characters per token)."""
+    max_chars = int(CONTEXT_BUDGET_TOKENS * plan.chars_per_token)
     return text if len(text) <= max_chars else text[: max_chars - 4].rsplit("\n", 1)[0] + "\n..."
 
 
@@ -134,8 +137,9 @@ async def _run_batch(batch: list[Job], plan: Plan, generator: DocGenerator, stor
     if retry:
         ex.retried += len(retry)
         observer.batch_start(len(retry), retry=True)
-        chunks = [j.unit.to_chunk(j.key, (j.context + "\n\n" if j.context else "") + failure_feedback(f))
-                  for j, _, f in retry]
+        # The failure note goes first, so the budget cut drops callee context rather than it.
+        chunks = [j.unit.to_chunk(j.key, fit_context(failure_feedback(f) + ("\n\n" + j.context if j.context else ""),
+                                                     plan)) for j, _, f in retry]
         second = await generator.generate_batch_async(chunks)
         for (job, first, failures), res in zip(retry, second):
             if res.ok:
