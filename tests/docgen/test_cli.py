@@ -66,11 +66,20 @@ def test_empty_directory_runs(tmp_path, capsys):
     assert "chunks: 0" in capsys.readouterr().out
 
 
-TINY = Path(__file__).resolve().parents[3] / "shared" / "models" / "docstring-13m"
+TRAINED = Path(__file__).resolve().parents[3] / "shared" / "models" / "docstring-13m"
 
 
-@pytest.mark.skipif(not (TINY / "config.json").exists(), reason="the tiny trained checkpoint is not on this machine")
-def test_end_to_end_with_tiny_checkpoint(tmp_path):
+@pytest.fixture(params=["random-tiny", "trained-13m"])
+def tiny_model(request, tiny_checkpoint):
+    """Always the locally built random checkpoint; also the trained one where this machine has it."""
+    if request.param == "random-tiny":
+        return tiny_checkpoint("tiny")
+    if not (TRAINED / "config.json").exists():
+        pytest.skip("the trained docstring-13m checkpoint is not on this machine")
+    return TRAINED
+
+
+def test_end_to_end_with_tiny_checkpoint(tmp_path, tiny_model):
     """The real optimized generator on a small repo: everything documented, stored, and reused on rerun."""
     from app.docgen.progress import Observer
     from app.docgen.runner import RunOptions, run_docgen
@@ -79,7 +88,7 @@ def test_end_to_end_with_tiny_checkpoint(tmp_path):
     root = tmp_path / "r"
     root.mkdir()
     (root / "m.py").write_text("def double(x):\n    return x * 2\n\n\ndef quad(x):\n    return double(double(x))\n")
-    gen = create_optimized_local_generator(str(TINY), quantization="none", use_flash_attention=False,
+    gen = create_optimized_local_generator(str(tiny_model), quantization="none", use_flash_attention=False,
                                            max_seq_length=1024, max_new_tokens=16)
     real_close, gen.close = gen.close, lambda: None  # one model load serves both runs
     try:
