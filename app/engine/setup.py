@@ -17,6 +17,7 @@ from .config import EngineConfig
 from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
 from .model_runner import ModelRunner
 from .models.registry import build_native_model, has_native_implementation
+from .quant.prequant_config import prequantized_spec
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,12 @@ def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:
 
 def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions: int):
     files = weight_files(path, cfg.allow_pickle)
+    prequant = prequantized_spec(hf_config, quantization=cfg.quantization, lora_path=cfg.lora_path)
     prev = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device(device):
+        # AWQ/GPTQ: build on meta so quantized projections never get dense weights (quant/prequantized.py)
+        with torch.device("meta" if prequant else device):
             model = build_native_model(hf_config, max_positions)
     finally:
         torch.set_default_dtype(prev)
@@ -71,7 +74,12 @@ def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions
         from .lora import merge_lora_weights
 
         weights = merge_lora_weights(weights, cfg.lora_path, hf_config)
-    loaded = model.load_weights(weights)
+    if prequant:
+        from .quant.prequantized import load_prequantized
+
+        loaded = load_prequantized(model, weights, prequant, device, hf_config)
+    else:
+        loaded = model.load_weights(weights)
     missing = model.expected_weights() - loaded
     if missing:
         raise ValueError(f"checkpoint {path} lacks weights: {sorted(missing)[:6]}...")
@@ -85,6 +93,8 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, hf_config, device)
     tok = Tokenizer(resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path, cfg.trust_remote_code)
+    prequant = prequantized_spec(hf_config, quantization=cfg.quantization, lora_path=cfg.lora_path,
+                                 native=has_native_implementation(hf_config))  # ValueError if unsupported
     if not has_native_implementation(hf_config):
         from .fallback_setup import build_fallback_parts
 
@@ -98,7 +108,11 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     model, files = build_model(cfg, path, hf_config, device, dtype, max_pos)
     report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
                     "backend": "native"}
-    if cfg.quantization:
+    if prequant:
+        from .quant.prequantized import prequantized_report
+
+        report["quantization"] = prequantized_report(prequant, model)
+    elif cfg.quantization:
         from .quant import QuantConfig, quantize_model_
 
         from .loader import checkpoint_fingerprint

@@ -1,30 +1,14 @@
 """AWQ / GPTQ checkpoint tensors -> our int4 format: build the layouts from known levels, convert back.
 
-The packers below are written from the layouts' descriptions (independently of convert.py)."""
+The packers (tests/engine/int4_layouts.py) are written from the layouts' descriptions, independently of convert.py."""
 import pytest
 import torch
 
 from app.engine.quant import Int4Linear, Int4Weights, awq_to_int4, gptq_to_int4
 
-AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
-
-
-def _pack_cols(v: torch.Tensor, order=None) -> torch.Tensor:
-    """(R, C) levels -> (R, C/8) int32, nibble i holds column 8c + order[i]."""
-    order = order or list(range(8))
-    r, c = v.shape
-    out = torch.zeros(r, c // 8, dtype=torch.int64)
-    for i in range(8):
-        out |= v[:, order[i]::8].to(torch.int64) << (4 * i)
-    return (out - ((out >> 31) << 32)).to(torch.int32)  # reinterpret as signed 32-bit
-
-
-def _pack_rows(v: torch.Tensor) -> torch.Tensor:
-    """(K, N) levels -> (K/8, N) int32, nibble j of row r holds k = 8r + j."""
-    out = torch.zeros(v.shape[0] // 8, v.shape[1], dtype=torch.int64)
-    for j in range(8):
-        out |= v[j::8].to(torch.int64) << (4 * j)
-    return (out - ((out >> 31) << 32)).to(torch.int32)
+from .int4_layouts import AWQ_ORDER
+from .int4_layouts import pack_cols as _pack_cols
+from .int4_layouts import pack_rows as _pack_rows
 
 
 def _known(k=256, n=64, g=128, sym=False, seed=0):
