@@ -33,6 +33,7 @@ ENGINE = dict(device="cpu", dtype="float32", max_num_seqs=4, max_model_len=128, 
 # (preset, method, group_size, sym, checkpoint_format)
 CASES = {
     "awq-qwen2": ("tiny", "awq", 32, False, "gemm"),
+    "awq-qwen3": ("tiny-qwen3", "awq", 64, False, "gemm"),
     "gptq-sym-llama": ("tiny-llama", "gptq", 64, True, "gptq"),
     "gptq-asym-qwen2-v1": ("tiny", "gptq", 32, False, "gptq"),
     "gptq-asym-llama-v2-perchannel": ("tiny-llama", "gptq", -1, False, "gptq_v2"),
@@ -119,7 +120,7 @@ def test_prequantized_checkpoint_loads_exactly_and_matches_dense(cases, case, mo
     n_layers = len(llm.runner.model.model.layers)
     assert len(rep["quantized"]) == 4 * n_layers
     assert list(rep["skipped"]) == ["lm_head"]  # never quantized in these layouts: kept dense
-    assert ("tied" in rep["skipped"]["lm_head"]) == (preset == "tiny")
+    assert ("tied" in rep["skipped"]["lm_head"]) == (preset != "tiny-llama")
     _check_modules(llm.runner.model, expected, biases, exact=False)
     prompts = shared_prefix_prompts(n=3)
     outs = _greedy(llm, prompts)
