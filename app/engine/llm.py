@@ -191,7 +191,11 @@ class LLM:
         m.update(prompt_tokens=seq.num_prompt_tokens, generated_tokens=len(out_ids),
                  preemptions=seq.num_preemptions)
         if seq.spec_proposed:
-            m.update(spec_proposed=seq.spec_proposed, spec_accepted=seq.spec_accepted)
+            v = max(seq.spec_verifications, 1)
+            m.update(spec_proposed=seq.spec_proposed, spec_accepted=seq.spec_accepted,
+                     spec_acceptance_rate=seq.spec_accepted / seq.spec_proposed,
+                     # tokens emitted per verification step (accepted proposals + the target's own)
+                     spec_mean_accepted_len=(seq.spec_accepted + v) / v)
         return RequestOutput(seq.request_id, prompt, seq.prompt_token_ids, text, out_ids, seq.finish_reason,
                              seq.num_cached_tokens, m, seq.error)
 

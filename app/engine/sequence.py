@@ -53,6 +53,7 @@ class Sequence:
     num_preemptions: int = 0
     spec_proposed: int = 0
     spec_accepted: int = 0
+    spec_verifications: int = 0  # steps in which this sequence's proposals were verified
     metrics: SequenceMetrics = field(default_factory=SequenceMetrics)
     seq_id: int = field(default_factory=lambda: next(_counter))
 

@@ -193,7 +193,8 @@ class OptimizedLocalDocGenerator:
             total_time=total, error=error)
         res.extra["token_ids"] = list(out.token_ids)
         if m.get("spec_proposed"):
-            res.extra.update(spec_proposed=m["spec_proposed"], spec_accepted=m.get("spec_accepted", 0))
+            res.extra.update({k: m[k] for k in ("spec_proposed", "spec_accepted", "spec_acceptance_rate",
+                                                "spec_mean_accepted_len") if k in m})
         return res
 
     async def generate_batch_async(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:

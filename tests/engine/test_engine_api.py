@@ -176,3 +176,13 @@ def test_stop_strings_with_speculation_cut_tokens_like_plain_decoding(tiny_check
     b = spec.generate([p], sp)[0]
     assert spec.stats["spec_accepted_tokens"] > 0
     assert (b.token_ids, b.text, b.finish_reason) == (a.token_ids, a.text, "stop")
+
+
+def test_speculation_reported_per_request(tiny_checkpoint):
+    path = str(tiny_checkpoint("tiny"))
+    llm = LLM(path, block_size=4, speculative_method="draft", speculative_draft_model=path,
+              speculative_max_batch_size=8)
+    o = llm.generate([shared_prefix_prompts(n=1, seed=2)[0]], SamplingParams(max_tokens=12, ignore_eos=True))[0]
+    m = o.metrics
+    assert m["spec_proposed"] > 0 and m["spec_acceptance_rate"] == 1.0  # the draft is the target
+    assert m["spec_mean_accepted_len"] > 1.5

@@ -104,6 +104,7 @@ class Speculator:
             a = len(toks) - 1
             seq.spec_proposed += len(props)
             seq.spec_accepted += a
+            seq.spec_verifications += 1
             self.policy.observe_verify(sid, len(props), a)
             self.proposed, self.accepted, self.verified = self.proposed + len(props), self.accepted + a, self.verified + 1
         if plain:
