@@ -42,7 +42,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None
     enforce_eager: bool = False
-    attention_backend: str = "auto"  # auto | torch_ref | triton
+    attention_backend: str = "auto"  # auto | torch_ref | torch_cpu | triton
     seed: int = 0
     allow_pickle: bool = False
     trust_remote_code: bool = False
@@ -70,8 +70,8 @@ class EngineConfig:
             raise ValueError("kv_cache_memory_gb must be > 0")
         if not 0.05 <= self.gpu_memory_utilization <= 0.99:
             raise ValueError("gpu_memory_utilization must be between 0.05 and 0.99")
-        if self.attention_backend not in ("auto", "torch_ref", "triton"):
-            raise ValueError("attention_backend must be auto, torch_ref or triton")
+        if self.attention_backend not in ("auto", "torch_ref", "torch_cpu", "triton"):
+            raise ValueError("attention_backend must be auto, torch_ref, torch_cpu or triton")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError("max_model_len must be >= 2")
         if isinstance(self.lora_path, str):

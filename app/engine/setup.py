@@ -159,7 +159,8 @@ def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
                 return "triton"
         except Exception:  # pragma: no cover - triton missing on this GPU machine
             log.warning("Triton attention unavailable on this GPU; using the torch reference backend")
-    return "torch_ref"
+        return "torch_ref"
+    return "torch_cpu"
 
 
 def allocate_kv_pool(cfg: EngineConfig, runner, kv_dtype, device, max_model_len: int) -> tuple[int, int]:

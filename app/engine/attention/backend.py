@@ -25,7 +25,11 @@ def compute_kv_scale(t: torch.Tensor, margin: float) -> float:
 
     return f(t, margin=margin)
 
-BACKENDS = {"torch_ref": "app.engine.attention.torch_ref", "triton": "app.engine.attention.triton_backend"}
+BACKENDS = {
+    "torch_ref": "app.engine.attention.torch_ref",  # the oracle
+    "torch_cpu": "app.engine.attention.torch_cpu",  # torch_ref + a dense decode copy (CPU default)
+    "triton": "app.engine.attention.triton_backend",  # CUDA (or the Triton interpreter)
+}
 
 
 def load_backend(name: str):

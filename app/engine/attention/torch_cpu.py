@@ -1,0 +1,129 @@
+"""CPU attention backend: torch_ref, plus a dense per-layer copy of the batch's context for decode.
+
+On the CPU, paged decode spends about a fifth of each step gathering every sequence's whole
+context out of the block pool, for every layer, only to read it once. During a run of decode
+steps the batch rarely changes: each sequence just grows by one token. This backend keeps, per
+layer, the last gathered (num_seqs, num_kv_heads, capacity, head_dim) K and V, and when the next
+step's batch is the same sequences, one token longer each (same block tables), appends the new
+token instead of gathering again. Anything else (a sequence joined, left or was preempted,
+prefill, capacity exceeded) rebuilds it from the pool with torch_ref's gather.
+
+The result equals torch_ref's exactly (same values, same SDPA call); tests compare them token
+for token. Prefill is torch_ref's.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+
+from . import torch_ref
+from .metadata import AttentionMetadata
+from .torch_ref import gather_kv, store_kv  # noqa: F401  (store_kv is this backend's too)
+
+HEADROOM = 64  # extra positions allocated per rebuild, so appends rarely trigger a rebuild
+MAX_MIRROR_BYTES = 64 << 20  # per layer (K and V); larger batches or contexts fall back to gathering
+
+
+class _Mirror:
+    __slots__ = ("cache", "k", "v", "lens", "tables", "block_size")
+
+    def __init__(self, cache, k, v, lens, tables):
+        self.cache = weakref.ref(cache)  # ids are reused after a tensor dies: check identity too
+        self.k, self.v, self.lens, self.tables = k, v, lens, tables
+        self.block_size = cache.shape[1]
+
+
+_mirrors: dict[int, _Mirror] = {}  # id(k_cache) -> the layer's dense copy
+counters = {"appends": 0, "rebuilds": 0}  # for tests and profiling
+
+
+def reset() -> None:
+    _mirrors.clear()
+
+
+def paged_attention(
+    q: torch.Tensor,  # (num_tokens, num_heads, head_dim)
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+    k_scale=None,
+    v_scale=None,
+) -> torch.Tensor:
+    if not meta.is_pure_decode or q.shape[0] != meta.num_seqs:
+        _mirrors.pop(id(k_cache), None)
+        return torch_ref.paged_attention(q, k_cache, v_cache, meta, scale, k_scale, v_scale)
+    m = _mirror(q, k_cache, v_cache, meta, k_scale, v_scale)
+    if m is None:
+        return torch_ref.paged_attention(q, k_cache, v_cache, meta, scale, k_scale, v_scale)
+    L = meta.max_seq_len
+    valid = torch.arange(L, device=q.device).unsqueeze(0) < meta.seq_lens.to(q.device).unsqueeze(1)
+    o = F.scaled_dot_product_attention(
+        q.unsqueeze(2),  # (B, Hq, 1, D)
+        m.k[:, :, :L],  # (B, Hkv, L, D): rows of D contiguous, as SDPA reads them without a copy
+        m.v[:, :, :L],
+        attn_mask=valid[:, None, None, :],
+        scale=scale,
+        enable_gqa=q.shape[1] != k_cache.shape[2],
+    )
+    return o.squeeze(2)
+
+
+def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale) -> _Mirror | None:
+    key = id(k_cache)
+    lens = meta.seq_lens_cpu
+    m = _mirrors.get(key)
+    if m is not None and m.cache() is k_cache and _extends(m, meta):
+        # Append each sequence's newest token (already stored in the pool by store_kv).
+        rows = torch.arange(len(lens))
+        pos = torch.tensor(lens) - 1
+        slots = meta.slot_mapping
+        m.k[rows, :, pos] = _read(k_cache, slots, q.dtype, k_scale)  # (B, Hkv, D)
+        m.v[rows, :, pos] = _read(v_cache, slots, q.dtype, v_scale)
+        m.lens, m.tables = list(lens), meta.block_tables
+        counters["appends"] += 1
+        return m
+    cap = meta.max_seq_len + HEADROOM
+    nbytes = 2 * len(lens) * cap * k_cache.shape[2] * k_cache.shape[3] * q.element_size()
+    if nbytes > MAX_MIRROR_BYTES:
+        _mirrors.pop(key, None)
+        return None
+    counters["rebuilds"] += 1
+    k = _dense(k_cache, meta, cap, q.dtype, k_scale)
+    v = _dense(v_cache, meta, cap, q.dtype, v_scale)
+    m = _mirrors[key] = _Mirror(k_cache, k, v, list(lens), meta.block_tables)
+    return m
+
+
+def _extends(m: _Mirror, meta: AttentionMetadata) -> bool:
+    """Same sequences in the same order, each exactly one token longer, blocks unchanged."""
+    lens = meta.seq_lens_cpu
+    if len(lens) != len(m.lens) or any(a != b + 1 for a, b in zip(lens, m.lens)):
+        return False
+    if max(lens) > m.k.shape[2]:
+        return False
+    # The blocks holding each sequence's old tokens must be the same (new blocks may be appended;
+    # padding entries past a sequence's blocks are meaningless).
+    old, new = m.tables, meta.block_tables
+    w = min(old.shape[1], new.shape[1])
+    used = torch.arange(w).unsqueeze(0) < ((torch.tensor(m.lens) + m.block_size - 1) // m.block_size).unsqueeze(1)
+    return bool(((old[:, :w] == new[:, :w]) | ~used).all())
+
+
+def _read(cache, slots, dtype, scale) -> torch.Tensor:
+    """(B, Hkv, D) values at the given slots, dequantized like torch_ref.gather_kv."""
+    flat = cache.view(-1, *cache.shape[2:])  # (num_slots, Hkv, D)
+    x = flat.view(torch.uint8)[slots].view(cache.dtype) if torch_ref.is_fp8(cache.dtype) else flat[slots]
+    if torch_ref.is_fp8(cache.dtype):
+        x = x.to(torch.float32) * (scale if scale is not None else 1.0)
+    return x.to(dtype)
+
+
+def _dense(cache, meta, cap, dtype, scale) -> torch.Tensor:
+    """(num_seqs, num_kv_heads, cap, head_dim): the first max_seq_len positions gathered."""
+    L = meta.max_seq_len
+    out = torch.zeros(meta.num_seqs, cache.shape[2], cap, cache.shape[3], dtype=dtype, device=cache.device)
+    out[:, :, :L] = gather_kv(cache, meta.block_tables, L, dtype, scale).transpose(1, 2)
+    return out
