@@ -23,10 +23,10 @@ from app.llm.types import CodeChunk, DocGenerator
 
 
 def prompt_version() -> str:
-    try:
-        from app.llm.prompts import PROMPT_VERSION
-    except ImportError:  # TODO: remove once app/llm/prompts.py lands (it owns the prompt and its version)
-        return "0"
+    """The prompt's version (part of every result's store key). Imported here, not at module
+    level, only to keep `docgen estimate/check` imports light."""
+    from app.llm.prompts import PROMPT_VERSION
+
     return str(PROMPT_VERSION)
 
 
