@@ -32,9 +32,11 @@ AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)  # nibble holding column c
 
 
 def unpack_int32_nibbles(packed: torch.Tensor) -> torch.Tensor:
-    """(R, C) int32 -> (R, C * 8) int64 levels, nibble i of word c -> column 8c + i."""
-    shifts = torch.arange(0, 32, 4, device=packed.device)
-    v = (packed.to(torch.int64).unsqueeze(-1) >> shifts) & 0xF  # (R, C, 8)
+    """(R, C) int32 -> (R, C * 8) int32 levels, nibble i of word c -> column 8c + i.
+
+    int32 arithmetic is enough: `>>` sign-extends negative words, and `& 0xF` keeps only the nibble."""
+    shifts = torch.arange(0, 32, 4, device=packed.device, dtype=torch.int32)
+    v = (packed.unsqueeze(-1) >> shifts) & 0xF  # (R, C, 8)
     return v.reshape(packed.shape[0], -1)
 
 
@@ -99,8 +101,8 @@ def gptq_to_int4(
             raise ValueError("GPTQ g_idx is not k // group_size: act-order (desc_act=True) checkpoints are not "
                              "supported; re-quantize with desc_act=False or load the bf16 checkpoint with '4bit'")
     # (K/8, N) -> (K/8, N, 8) -> (K/8, 8, N) -> (K, N)
-    shifts = torch.arange(0, 32, 4, device=qweight.device)
-    q = ((qweight.to(torch.int64).unsqueeze(-1) >> shifts) & 0xF).permute(0, 2, 1).reshape(k, n)
+    shifts = torch.arange(0, 32, 4, device=qweight.device, dtype=torch.int32)
+    q = ((qweight.unsqueeze(-1) >> shifts) & 0xF).permute(0, 2, 1).reshape(k, n)
     z = unpack_int32_nibbles(qzeros)  # (G, N)
     if checkpoint_format == "gptq":
         z = z + 1

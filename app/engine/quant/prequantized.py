@@ -108,14 +108,15 @@ def _materialize_unquantized(model: nn.Module, hf_config, device) -> None:
                     setattr(mod, pname, memo[id(p)][1])
 
 
-def _convert_part(t: _Target, idx: int, spec: PrequantSpec) -> Int4Weights:
+def _convert_part(t: _Target, idx: int, spec: PrequantSpec, device) -> Int4Weights:
     part = t.parts.get(idx, {})
     where = next(iter(part.values()))[0].rpartition(".")[0] if part else f"{t.name} part {idx}"
     missing = [k for k in QUANT_KEYS if k not in part]
     if missing or "weight" in part:
         raise ValueError(f"checkpoint module {where}: expected {spec.method.upper()} tensors {list(QUANT_KEYS)}, "
                          f"found {sorted(part)}; the checkpoint is incomplete or mixes quantized and dense parts")
-    qweight, qzeros, scales = (part[k][1] for k in QUANT_KEYS)
+    # Unpack on the target device: on a GPU the conversion is then far faster than on the CPU.
+    qweight, qzeros, scales = (part[k][1].to(device) for k in QUANT_KEYS)
     k = t.module.in_features
     groups = 1 if spec.group_size == -1 else k // spec.group_size
     if spec.group_size != -1 and k % spec.group_size or scales.shape[0] != groups:
@@ -125,7 +126,7 @@ def _convert_part(t: _Target, idx: int, spec: PrequantSpec) -> Int4Weights:
         if spec.method == "awq":
             w = awq_to_int4(qweight, qzeros, scales)
         else:
-            g_idx = part["g_idx"][1] if "g_idx" in part else None
+            g_idx = part["g_idx"][1].to(device) if "g_idx" in part else None
             w = gptq_to_int4(qweight, qzeros, scales, g_idx, checkpoint_format=spec.checkpoint_format)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
@@ -141,7 +142,7 @@ def _finish(model, t: _Target, spec: PrequantSpec, device, kernels: QuantConfig)
     if not any("qweight" in p for p in parts):  # stored dense (lm_head, modules_to_not_convert)
         _materialize_params(t.module, device, {})
         return model.load_weights([item for p in parts for item in p.values()])
-    weights = [_convert_part(t, i, spec) for i in range(len(t.sizes))]
+    weights = [_convert_part(t, i, spec, device) for i in range(len(t.sizes))]
     fused = weights[0] if len(weights) == 1 else Int4Weights.cat(weights)
     bias = None
     if t.module.bias is not None:
