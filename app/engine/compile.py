@@ -7,39 +7,45 @@ failing the first real step.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
 
 import torch
 
-from .layers.activation import SiluAndMul
-from .layers.norm import RMSNorm
-from .layers.rotary import RotaryEmbedding
+from .layers.activation import SiluAndMul, silu_and_mul
+from .layers.norm import RMSNorm, rms_norm
+from .layers.rotary import RotaryEmbedding, apply_rotary
 
 log = logging.getLogger(__name__)
 
 
 def compile_model_(model: torch.nn.Module, device: torch.device) -> dict:
     """Compiles the elementwise modules of `model` in place. Returns a report:
-    {"active": bool, "seconds": warm-up time, "modules": n, "error": str | None}."""
+    {"active": bool, "seconds": warm-up time, "modules": n, "error": str | None}.
+
+    Each piece is compiled once as a pure function of tensors and shared by every layer: compiling
+    a bound method would specialise (and recompile) per module instance and hit dynamo's
+    recompile limit after a few layers, silently leaving the rest eager.
+    """
     t0 = time.perf_counter()
     targets = [m for m in model.modules() if isinstance(m, (RMSNorm, SiluAndMul, RotaryEmbedding))]
-    originals = {m: m.forward for m in targets}
     try:
-        fns = {}
-        for cls in (RMSNorm, SiluAndMul):
-            fns[cls] = torch.compile(cls.forward, dynamic=True)
-        fns[RotaryEmbedding] = torch.compile(_rotate, dynamic=True)
+        rms = torch.compile(rms_norm, dynamic=True)
+        silu_mul = torch.compile(silu_and_mul, dynamic=True)
+        rotate = torch.compile(apply_rotary, dynamic=True)
         for m in targets:
             if isinstance(m, RotaryEmbedding):
-                m._apply_rotary = fns[RotaryEmbedding]
+                m._apply_rotary = rotate
+            elif isinstance(m, RMSNorm):
+                m.forward = functools.partial(rms, weight=m.weight, eps=m.eps)
             else:
-                m.forward = fns[type(m)].__get__(m)
+                m.forward = silu_mul
         _smoke_test(model, device)
     except Exception as e:  # compile failures vary by platform and version: never fatal
-        for m, f in originals.items():
-            m.forward = f
+        for m in targets:
+            m.__dict__.pop("forward", None)  # back to the class's eager forward
             if isinstance(m, RotaryEmbedding):
                 m._apply_rotary = None
         msg = f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eager"
@@ -48,22 +54,15 @@ def compile_model_(model: torch.nn.Module, device: torch.device) -> dict:
     return {"active": True, "seconds": time.perf_counter() - t0, "modules": len(targets), "error": None}
 
 
-def _rotate(q, k, cos, sin):
-    def half(x):
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((-x2, x1), dim=-1)
-
-    return q * cos + half(q) * sin, k * cos + half(k) * sin
-
-
 def _smoke_test(model, device) -> None:
     """Runs each compiled module once on tiny inputs (triggers compilation now)."""
-    with torch.inference_mode():
+    dtype = next(m.weight.dtype for m in model.modules() if isinstance(m, RMSNorm))
+    with torch.inference_mode():  # in the model's dtype: a compiled graph is specialised on dtype
         for m in model.modules():
             if isinstance(m, RMSNorm):
-                m(torch.randn(3, m.weight.shape[0], device=device, dtype=m.weight.dtype))
+                m(torch.randn(3, m.weight.shape[0], device=device, dtype=dtype))
                 break
         for m in model.modules():
             if isinstance(m, SiluAndMul):
-                m(torch.randn(3, 8, device=device))
+                m(torch.randn(3, 8, device=device, dtype=dtype))
                 break

@@ -61,7 +61,12 @@ class RotaryEmbedding(nn.Module):
         cos, sin = self._cs  # (T, 1, D)
         if self._apply_rotary is not None:  # torch.compile'd version (app/engine/compile.py)
             return self._apply_rotary(q, k, cos, sin)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        return apply_rotary(q, k, cos, sin)
+
+
+def apply_rotary(q, k, cos, sin):
+    """q (T, Hq, D), k (T, Hkv, D), cos/sin (T, 1, D) -> rotated q, k (HF's rotate-half convention)."""
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
