@@ -152,3 +152,20 @@ def attend_tile(
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision=PRECISION)
     return acc, m_new, l_i
+
+
+def check_attention(q, k_cache, v_cache, meta, out) -> tuple[int, int, int, int]:
+    """Validates an attention call; returns (rows, num_heads, head_dim, num_kv_heads)."""
+    check_cache(k_cache, v_cache)
+    check_meta(meta)
+    check_rows(q, "q")
+    check_rows(out, "out")
+    rows, num_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[2]
+    if k_cache.shape[3] != head_dim or num_heads % num_kv_heads or out.shape != q.shape:
+        raise ValueError(
+            f"q (num_heads={num_heads}, head_dim={head_dim}) does not fit the cache (num_kv_heads="
+            f"{num_kv_heads}, head_dim={k_cache.shape[3]}) or out {tuple(out.shape)}: num_heads must be "
+            "a multiple of num_kv_heads and out must have q's shape"
+        )
+    return rows, num_heads, head_dim, num_kv_heads

@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .metadata import AttentionMetadata
 from .triton_common import (
-    Launch, attend_tile, check_cache, check_meta, check_rows, dot_precision, interpreting, load_scale, next_pow2,
+    Launch, attend_tile, check_attention, dot_precision, interpreting, load_scale, next_pow2,
     scale_operands,
 )
 
@@ -162,18 +162,7 @@ def decode_attention(
 
 def plan_decode(q, k_cache, v_cache, meta: AttentionMetadata, scale, k_scale, v_scale, out,
                 config: DecodeConfig | None = None) -> list[Launch]:
-    check_cache(k_cache, v_cache)
-    check_meta(meta)
-    check_rows(q, "q")
-    check_rows(out, "out")
-    num_seqs, num_heads, head_dim = q.shape
-    num_kv_heads = k_cache.shape[2]
-    if k_cache.shape[3] != head_dim or num_heads % num_kv_heads or out.shape != q.shape:
-        raise ValueError(
-            f"q (num_heads={num_heads}, head_dim={head_dim}) does not fit the cache (num_kv_heads="
-            f"{num_kv_heads}, head_dim={k_cache.shape[3]}) or out {tuple(out.shape)}: num_heads must be "
-            "a multiple of num_kv_heads and out must have q's shape"
-        )
+    num_seqs, num_heads, head_dim, num_kv_heads = check_attention(q, k_cache, v_cache, meta, out)
     if meta.seq_lens.shape[0] != num_seqs or meta.block_tables.shape[0] != num_seqs:
         raise ValueError(f"decode takes one query row per sequence: q has {num_seqs} rows, "
                          f"metadata has {meta.seq_lens.shape[0]} sequences")

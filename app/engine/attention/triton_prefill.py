@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .metadata import AttentionMetadata
 from .triton_common import (
-    Launch, attend_tile, check_cache, check_meta, check_rows, dot_precision, interpreting, load_scale, next_pow2,
+    Launch, attend_tile, check_attention, dot_precision, interpreting, load_scale, next_pow2,
     scale_operands,
 )
 
@@ -125,18 +125,7 @@ def prefill_attention(
 
 def plan_prefill(q, k_cache, v_cache, meta: AttentionMetadata, scale, k_scale, v_scale, out,
                  config: PrefillConfig | None = None) -> list[Launch]:
-    check_cache(k_cache, v_cache)
-    check_meta(meta)
-    check_rows(q, "q")
-    check_rows(out, "out")
-    num_tokens, num_heads, head_dim = q.shape
-    num_kv_heads = k_cache.shape[2]
-    if k_cache.shape[3] != head_dim or num_heads % num_kv_heads or out.shape != q.shape:
-        raise ValueError(
-            f"q (num_heads={num_heads}, head_dim={head_dim}) does not fit the cache (num_kv_heads="
-            f"{num_kv_heads}, head_dim={k_cache.shape[3]}) or out {tuple(out.shape)}: num_heads must be "
-            "a multiple of num_kv_heads and out must have q's shape"
-        )
+    num_tokens, num_heads, head_dim, num_kv_heads = check_attention(q, k_cache, v_cache, meta, out)
     if meta.num_seqs == 0 or meta.max_query_len == 0:
         return []
     group = num_heads // num_kv_heads
