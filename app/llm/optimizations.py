@@ -90,14 +90,17 @@ class OptimizationPlan:
             self.notes["compilation"] = f"torch.compile here targets CUDA; the device is {self.device.type}"
             self.warn("compilation", f"enable_compilation=True: compilation targets CUDA and the device is "
                       f"{self.device.type}; the model runs eagerly")
-        self.attention_backend = "auto" if (flash and cuda) else "torch_ref"
+        # CUDA: Triton kernels when flash attention is asked for, else the torch reference.
+        # CPU: the engine's own choice (its CPU backend); flash attention is not available there.
+        self.attention_backend = "torch_ref" if (cuda and not flash) else "auto"
         if flash and not cuda:
             self.notes["flash_attention"] = f"flash attention needs CUDA; the device is {self.device.type}"
             self.warn("flash_attention", "use_flash_attention=True: flash attention needs CUDA and the device is "
-                      f"{self.device.type}; attention runs on the engine's torch reference backend "
+                      f"{self.device.type}; attention runs on the engine's CPU backend (torch) "
                       "(pass use_flash_attention=False to silence this)")
         elif not flash:
-            self.notes["flash_attention"] = "use_flash_attention=False: the torch reference backend"
+            self.notes["flash_attention"] = ("use_flash_attention=False: the torch reference backend" if cuda
+                                             else "use_flash_attention=False: the engine's CPU backend (torch)")
 
     def engine_kwargs(self, max_batch_size: int, enable_static_cache: bool) -> dict[str, Any]:
         kw: dict[str, Any] = dict(
