@@ -32,8 +32,8 @@ def test_cpu_backend_equals_reference(tiny_checkpoint, case):
     before = dict(torch_cpu.counters)
     got = fast.generate(prompts, params)
     assert [o.token_ids for o in got] == [o.token_ids for o in ref]
-    if case != "ngram":  # the dense copy was really extended step to step, not just rebuilt
-        assert torch_cpu.counters["appends"] > before["appends"]
+    # The dense copy was really extended step to step (speculative steps included), not just rebuilt.
+    assert torch_cpu.counters["appends"] > before["appends"]
 
 
 def test_cpu_backend_is_the_cpu_default(tiny_checkpoint):
@@ -57,3 +57,21 @@ def test_requests_joining_mid_decode(tiny_checkpoint):
                 res[ids[o.request_id]] = o.token_ids
         outs[backend] = res
     assert outs["torch_cpu"] == outs["torch_ref"]
+
+
+@pytest.mark.parametrize("draft_seed", [None, 7], ids=["draft-copy", "draft-other"])
+def test_cpu_backend_with_draft_speculation(tiny_checkpoint, draft_seed):
+    """Multi-token verification steps through the dense copy: every proposal accepted (copy) or
+    many rejected (another random draft), so stale positions must be overwritten correctly."""
+    path = str(tiny_checkpoint("tiny"))
+    draft = path if draft_seed is None else str(tiny_checkpoint("tiny", seed=draft_seed))
+    kw = dict(block_size=4, speculative_method="draft", speculative_draft_model=draft, speculative_max_batch_size=8)
+    prompts = shared_prefix_prompts(n=4, seed=13)
+    params = [SamplingParams(max_tokens=8 + 4 * i, ignore_eos=True) for i in range(len(prompts))]
+    ref = LLM(path, attention_backend="torch_ref", block_size=4).generate(prompts, params)
+    before = dict(torch_cpu.counters)
+    llm = LLM(path, attention_backend="torch_cpu", **kw)
+    got = llm.generate(prompts, params)
+    assert [o.token_ids for o in got] == [o.token_ids for o in ref]
+    assert torch_cpu.counters["appends"] > before["appends"]
+    assert llm.stats["spec_proposed_tokens"] > 0

@@ -23,6 +23,7 @@ from .metadata import AttentionMetadata
 from .torch_ref import gather_kv, store_kv  # noqa: F401  (store_kv is this backend's too)
 
 HEADROOM = 64  # extra positions allocated per rebuild, so appends rarely trigger a rebuild
+MAX_MIRROR_QUERY = 16  # steps with more new tokens per sequence (prefill) go to torch_ref
 MAX_MIRROR_BYTES = 64 << 20  # per layer (K and V); larger batches or contexts fall back to gathering
 
 
@@ -52,12 +53,14 @@ def paged_attention(
     k_scale=None,
     v_scale=None,
 ) -> torch.Tensor:
-    if not meta.is_pure_decode or q.shape[0] != meta.num_seqs:
-        _mirrors.pop(id(k_cache), None)
+    if meta.max_query_len > MAX_MIRROR_QUERY or q.shape[0] != sum(meta.query_lens_cpu):
+        _mirrors.pop(id(k_cache), None)  # prefill: torch_ref (gathering whole prompts is its job)
         return torch_ref.paged_attention(q, k_cache, v_cache, meta, scale, k_scale, v_scale)
     m = _mirror(q, k_cache, v_cache, meta, k_scale, v_scale)
     if m is None:
         return torch_ref.paged_attention(q, k_cache, v_cache, meta, scale, k_scale, v_scale)
+    if not meta.is_pure_decode:  # a few tokens per sequence (speculative verification)
+        return _attend_rows(q, m, meta, scale)
     L = meta.max_seq_len
     valid = torch.arange(L, device=q.device).unsqueeze(0) < meta.seq_lens.to(q.device).unsqueeze(1)
     o = F.scaled_dot_product_attention(
@@ -76,9 +79,10 @@ def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale) -> _
     lens = meta.seq_lens_cpu
     m = _mirrors.get(key)
     if m is not None and m.cache() is k_cache and _extends(m, meta):
-        # Append each sequence's newest token (already stored in the pool by store_kv).
-        rows = torch.arange(len(lens))
-        pos = torch.tensor(lens) - 1
+        # Write this step's new tokens (already stored in the pool by store_kv) at their positions.
+        qlens = meta.query_lens_cpu
+        rows = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(qlens))
+        pos = torch.cat([torch.arange(n - q, n) for n, q in zip(lens, qlens)])
         slots = meta.slot_mapping
         m.k[rows, :, pos] = _read(k_cache, slots, q.dtype, k_scale)  # (B, Hkv, D)
         m.v[rows, :, pos] = _read(v_cache, slots, q.dtype, v_scale)
@@ -98,17 +102,20 @@ def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale) -> _
 
 
 def _extends(m: _Mirror, meta: AttentionMetadata) -> bool:
-    """Same sequences in the same order, each exactly one token longer, blocks unchanged."""
+    """Same sequences in the same order, each one's new tokens starting within what the copy holds
+    (at most its old length: after rejected proposals the copy holds a few stale positions, which
+    this step overwrites), and the blocks under the kept positions unchanged."""
     lens = meta.seq_lens_cpu
-    if len(lens) != len(m.lens) or any(a != b + 1 for a, b in zip(lens, m.lens)):
+    if len(lens) != len(m.lens) or max(lens) > m.k.shape[2]:
         return False
-    if max(lens) > m.k.shape[2]:
+    starts = [n - q for n, q in zip(lens, meta.query_lens_cpu)]
+    if any(s > old or s < 0 for s, old in zip(starts, m.lens)):
         return False
-    # The blocks holding each sequence's old tokens must be the same (new blocks may be appended;
+    # The blocks holding each sequence's kept tokens must be the same (new blocks may be appended;
     # padding entries past a sequence's blocks are meaningless).
     old, new = m.tables, meta.block_tables
     w = min(old.shape[1], new.shape[1])
-    used = torch.arange(w).unsqueeze(0) < ((torch.tensor(m.lens) + m.block_size - 1) // m.block_size).unsqueeze(1)
+    used = torch.arange(w).unsqueeze(0) < ((torch.tensor(starts) + m.block_size - 1) // m.block_size).unsqueeze(1)
     return bool(((old[:, :w] == new[:, :w]) | ~used).all())
 
 
@@ -126,4 +133,16 @@ def _dense(cache, meta, cap, dtype, scale) -> torch.Tensor:
     L = meta.max_seq_len
     out = torch.zeros(meta.num_seqs, cache.shape[2], cap, cache.shape[3], dtype=dtype, device=cache.device)
     out[:, :, :L] = gather_kv(cache, meta.block_tables, L, dtype, scale).transpose(1, 2)
+    return out
+
+
+def _attend_rows(q, m: _Mirror, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    """Several query tokens per sequence: each sequence's rows against its copy, lower-right causal."""
+    out = torch.empty_like(q)
+    start = 0
+    for i, (qlen, slen) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
+        k = m.k[i, :, :slen].transpose(0, 1)  # (slen, Hkv, D)
+        v = m.v[i, :, :slen].transpose(0, 1)
+        out[start : start + qlen] = torch_ref._attend(q[start : start + qlen], k, v, scale)
+        start += qlen
     return out
