@@ -4,9 +4,11 @@ On the CPU, paged decode spends about a fifth of each step gathering every seque
 context out of the block pool, for every layer, only to read it once. During a run of decode
 steps the batch rarely changes: each sequence just grows by one token. This backend keeps, per
 layer, the last gathered (num_seqs, num_kv_heads, capacity, head_dim) K and V, and when the next
-step's batch is the same sequences, one token longer each (same block tables), appends the new
-token instead of gathering again. Anything else (a sequence joined, left or was preempted,
-prefill, capacity exceeded) rebuilds it from the pool with torch_ref's gather.
+step's batch is the same sequences with a few new tokens each (one for decode, k+1 for a
+speculative verification; same block tables), writes those tokens instead of gathering again.
+Anything else (a sequence joined, left or was preempted, capacity exceeded) rebuilds it from the
+pool with torch_ref's gather; prefill steps (more than MAX_MIRROR_QUERY new tokens per sequence)
+go to torch_ref and drop the copy.
 
 The result equals torch_ref's exactly (same values, same SDPA call); tests compare them token
 for token. Prefill is torch_ref's.
