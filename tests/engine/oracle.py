@@ -38,3 +38,16 @@ def shared_prefix_prompts(n: int = 5, prefix_len: int = 21, seed: int = 0, vocab
     rng = random.Random(seed)
     prefix = [rng.randrange(3, vocab) for _ in range(prefix_len)]
     return [prefix + [rng.randrange(3, vocab) for _ in range(3 + 4 * i)] for i in range(n)]
+
+
+def run_staggered(llm, prompts, params) -> list:
+    """Drive the step loop adding one new request per step while earlier ones run (continuous
+    batching); returns the outputs in prompt order."""
+    ids, results, k = {}, {}, 0
+    while llm.has_unfinished() or k < len(prompts):
+        if k < len(prompts):
+            ids[llm.add_request(prompts[k], params)] = k
+            k += 1
+        for o in llm.step():
+            results[ids[o.request_id]] = o
+    return [results[i] for i in range(len(prompts))]

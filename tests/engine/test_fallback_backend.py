@@ -10,7 +10,7 @@ import pytest
 
 from app.engine import LLM, SamplingParams
 
-from .oracle import hf_greedy, shared_prefix_prompts
+from .oracle import hf_greedy, run_staggered, shared_prefix_prompts
 
 MAX_NEW = 10
 
@@ -79,14 +79,7 @@ def test_requests_joining_mid_flight(tiny_checkpoint, batch_decode):
     llm, _ = load(path, max_num_seqs=3)
     llm.runner.batch_decode = batch_decode
     prompts = shared_prefix_prompts(n=6, seed=3)
-    ids = {llm.add_request(prompts[0], SamplingParams(max_tokens=MAX_NEW)): 0}
-    results, k = {}, 1
-    while llm.has_unfinished() or k < len(prompts):
-        if k < len(prompts):
-            ids[llm.add_request(prompts[k], SamplingParams(max_tokens=MAX_NEW))] = k
-            k += 1
-        for o in llm.step():
-            results[ids[o.request_id]] = o
+    results = run_staggered(llm, prompts, SamplingParams(max_tokens=MAX_NEW))
     for i, p in enumerate(prompts):
         assert results[i].token_ids == hf_greedy(path, p, MAX_NEW)
     assert llm.stats["max_seqs_in_step"] == 3
