@@ -21,7 +21,7 @@ import torch
 
 from app.llm.model_source import resolve_model_dir
 from app.llm import prompts
-from app.llm.prompts import PROMPT_VERSION, render_prompt
+from app.llm.prompts import PROMPT_VERSION, prompt_ids
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
 QUANTIZATIONS = ("4bit", "8bit", "none")
@@ -238,8 +238,8 @@ class LocalDocGenerator:
 
         if not chunk.code.strip():
             raise ValueError("the chunk has no code (empty or whitespace only)")
-        prompt = render_prompt(self.tokenizer, chunk)
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        # Ids, not text: code containing `<|im_end|>` & co. must not become control tokens.
+        ids = torch.tensor([prompt_ids(self.tokenizer, chunk)], dtype=torch.long)
         n_prompt = ids.shape[1]
         result.prompt_tokens = n_prompt
         if n_prompt >= self.max_seq_length:

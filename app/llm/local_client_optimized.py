@@ -26,7 +26,7 @@ import torch
 from app.llm.engine_thread import EngineThread
 from app.llm.optimizations import OptimizationPlan, as_dicts, normalize_quantization
 from app.llm import prompts
-from app.llm.prompts import PROMPT_VERSION, render_prompt
+from app.llm.prompts import PROMPT_VERSION, prompt_ids
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
 _FINISH = {"stop": "stop", "length": "length", "error": "error", "abort": "cancelled"}
@@ -151,7 +151,8 @@ class OptimizedLocalDocGenerator:
             return DocResult(chunk_id=c.id, finish_reason="error",
                              error="ValueError: the chunk has no code (empty or whitespace only)")
         try:
-            prompt = render_prompt(self.tokenizer, c)
+            # Ids, not text: code containing `<|im_end|>` & co. must not become control tokens.
+            prompt = prompt_ids(self.tokenizer, c)
         except Exception as e:  # a template that cannot render this chunk fails this chunk only
             return DocResult(chunk_id=c.id, finish_reason="error", error=f"{type(e).__name__}: {e}")
         loop = asyncio.get_running_loop()
