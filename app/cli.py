@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retry a chunk once when its doc fails the checks (default on)")
     run.add_argument("--batch-size", type=int, default=64, help="chunks per submission (0: a whole wave at once)")
     run.add_argument("--plain", action="store_true", help="plain log lines instead of the live display")
+    run.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     opt = run.add_argument_group("optimized generator (unset flags keep the generator's defaults)")
     opt.add_argument("--quantization", help="weights: none, 4bit, 8bit, ...")
     opt.add_argument("--max-batch-size", type=int)
@@ -107,11 +108,15 @@ def _optimized_factory(args, log):
         except ImportError as exc:
             raise ValueError(f"the optimized generator could not be imported ({exc}); check the installation "
                              "(bash scripts/setup.sh) or the torch/transformers versions") from exc
+        from app.engine.model_check import ModelLoadError
+
         try:
             return create_optimized_local_generator(str(local) if looks_local else model, **kwargs)
-        except (OSError, ValueError, RuntimeError) as exc:
-            if looks_local:
-                raise
+        except ModelLoadError:
+            raise  # already says what is wrong with the checkpoint and what to do
+        except Exception as exc:  # any other load failure: one clear message (the traceback with --debug)
+            if looks_local or not isinstance(exc, (OSError, ValueError, RuntimeError)):
+                raise ModelLoadError(f"could not load model {model}: {type(exc).__name__}: {exc}") from exc
             raise ValueError(
                 f"could not load model {model!r}: {exc}\n"
                 f"This machine may be offline with the model not in the Hugging Face cache. On a machine with "
@@ -199,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_estimate(args)
         return cmd_check(args)
     except ValueError as exc:
+        if getattr(args, "debug", False):
+            raise
         print(f"docgen: {exc}", file=sys.stderr)
         return 2
 

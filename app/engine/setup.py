@@ -15,6 +15,7 @@ import torch
 from .attention.backend import load_backend
 from .config import EngineConfig
 from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
+from .model_check import check_model
 from .model_runner import ModelRunner
 from .models.registry import build_native_model, has_native_implementation
 from .quant.prequant_config import prequantized_spec
@@ -92,6 +93,7 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     hf_config = load_hf_config(path, cfg.trust_remote_code)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, hf_config, device)
+    check_model(cfg, path, hf_config, device, dtype)  # sizes, weight files, memory: before allocating
     tok = Tokenizer(resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path, cfg.trust_remote_code)
     prequant = prequantized_spec(hf_config, quantization=cfg.quantization, lora_path=cfg.lora_path,
                                  native=has_native_implementation(hf_config))  # ValueError if unsupported

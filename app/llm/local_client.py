@@ -171,6 +171,13 @@ class LocalDocGenerator:
                 kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
             kwargs["device_map"] = {"": self.device.index or 0}
             self.notes.append(f"weights quantized by bitsandbytes ({self.quantization})")
+        from app.engine.loader import load_hf_config
+        from app.engine.model_check import check_checkpoint
+
+        # Config sizes and weight files checked before transformers allocates anything (clear
+        # errors for a broken config.json or a truncated download). Memory is not estimated here:
+        # bitsandbytes' footprint is its own.
+        check_checkpoint(self.model_path, load_hf_config(self.model_path, trust_remote_code))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
         if self.quantization == "none":

@@ -111,10 +111,13 @@ class OptimizedLocalDocGenerator:
     # ----- loading ------------------------------------------------------------------------
     def _load(self, base: dict, max_batch_size: int, static_cache: bool):
         from app.engine import LLM
+        from app.engine.model_check import ModelLoadError
 
         for _ in range(_MAX_LOAD_ATTEMPTS):
             try:
                 return LLM(self.model_id, **base, **self._plan.engine_kwargs(max_batch_size, static_cache))
+            except ModelLoadError:
+                raise  # the checkpoint itself is unusable: no optional optimization is to blame
             except Exception as e:
                 culprit = self._plan.blame(e)
                 if culprit is None:  # not an optional optimization: a real error the user must see
