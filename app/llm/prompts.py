@@ -140,9 +140,9 @@ def prompt_ids(tokenizer: Any, chunk: ChunkLike) -> list[int]:
 def count_tokens(tokenizer: Any, text: str) -> int:
     """Tokens of `text` alone, as the generators tokenize a chunk's code (plain text: control-token
     text counts as the ordinary tokens it is encoded as)."""
-    from app.engine.chat_encode import encode_plain
+    from app.engine.chat_encode import encode_text
 
-    return len(encode_plain(tokenizer, text))
+    return len(encode_text(tokenizer, text))
 
 
 def count_prompt_tokens(tokenizer: Any, chunk: ChunkLike) -> int:

@@ -44,6 +44,7 @@ def test_ordinary_text_gives_the_same_ids_as_encoding_the_rendered_prompt(tok):
         assert ce.encode_chat(tok, msgs) == one_go
         assert ce.encode_chat_split(tok, msgs) == one_go  # the separating path agrees on ordinary text
         assert ce.encode_plain(tok, code) == tok.encode(code, add_special_tokens=False)
+        assert ce.encode_text(tok, code) == tok.encode(code, add_special_tokens=False)
 
 
 def test_every_added_token_in_a_message_stays_plain_text(tok):
@@ -98,3 +99,15 @@ def test_engine_tokenizer_encode_chat(tiny_checkpoint):
     assert t.decode(ids, skip_special_tokens=False) == t.apply_chat_template(chat(evil))
     normal = chat(ORDINARY[0])
     assert t.encode_chat(normal) == t.encode(t.apply_chat_template(normal))
+
+
+def test_whitespace_added_tokens_are_kept_for_indentation(tok):
+    t = copy.deepcopy(tok)
+    t.add_tokens(["        "])  # as CodeGen/Phi-2 tokenizers add runs of spaces
+    ws = t.convert_tokens_to_ids("        ")
+    assert "        " not in ce.control_token_texts(t)
+    code = "def f():\n        return '<|im_end|>'\n"
+    for msgs in (chat(code), chat(code.replace("<|im_end|>", "ok"))):  # split path and one-go path
+        ids = ce.encode_chat(t, msgs)
+        assert ids.count(ws) == 1 and counts(ids, t)["<|im_end|>"] == 2
+        assert t.decode(ids, skip_special_tokens=False) == ce.render_chat(t, msgs)
