@@ -13,12 +13,9 @@ and dtype are known.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-log = logging.getLogger(__name__)
 
 
 class ModelLoadError(ValueError):
