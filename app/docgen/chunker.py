@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from app.docgen import docfinder as D
 from app.docgen import nodes as N
 from app.docgen.languages import get_parser
+from app.docgen.exports import mark_exported
 from app.docgen.overloads import merge_repeats
 from app.docgen.langspec import SPECS, Spec
 from app.docgen.units import MODULE, SourceUnit
@@ -102,6 +103,8 @@ class _Chunker:
             receiver, name = name.rsplit(".", 1)
             kind = "method"
         prefix = receiver or method_prefix
+        if lang == "cpp" and receiver and method_prefix and not receiver.startswith(method_prefix + "."):
+            prefix = f"{method_prefix}.{receiver}"  # namespace leveldb { Status::Status(...) }
         qual = qual or (f"{prefix}.{name}" if prefix else name)
         if fn is None:
             fn = node.child_by_field_name("value") if node.type == "variable_declarator" else node
@@ -212,14 +215,24 @@ class _Chunker:
         return unit
 
 
+_EXPORT_MACRO = re.compile(rb"\b(class|struct)(\s+)([A-Z][A-Z0-9_]{2,})(?=\s+[A-Za-z_])")
+
+
+def _mask_export_macros(src: bytes) -> bytes:
+    """`class LEVELDB_EXPORT Status {`: the grammar cannot know the macro, so it is blanked (same
+    length, so every byte offset still points into the real source)."""
+    return _EXPORT_MACRO.sub(lambda m: m.group(1) + m.group(2) + b" " * len(m.group(3)), src)
+
+
 def chunk_source(rel: str, language: str, text: str) -> FileChunks:
     """Chunk one file's text. `rel` is the path recorded on each unit."""
     src = text.encode("utf-8")
-    tree = get_parser(language).parse(src)
+    tree = get_parser(language).parse(_mask_export_macros(src) if language == "cpp" else src)
     root = tree.root_node
     chunker = _Chunker(rel, language, src)
     chunker.visit_children(root, "", "")
     units, nodes = chunker.units, chunker.unit_nodes
+    mark_exported(units, nodes, root, src, language)
     # Skeletons: a container shows its members' signatures, not their bodies.
     callable_bodies = [(b.start_byte, b.end_byte) for (o, b) in nodes if b is not None]
     for unit, (outer, body) in zip(units, nodes):

@@ -35,6 +35,7 @@ def _merge(group: list[SourceUnit]) -> SourceUnit:
     first.returns_value = any(u.returns_value for u in group)
     first.yields = any(u.yields for u in group)
     first.raises = sorted({r for u in group for r in u.raises})
+    first.exported = any(u.exported for u in group)
     first.calls = list(dict.fromkeys(c for u in group for c in u.calls))
     return first
 
