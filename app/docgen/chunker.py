@@ -249,4 +249,4 @@ def chunk_source(rel: str, language: str, text: str) -> FileChunks:
         calls=N.call_names(root, chunker.spec, src, skip=[(o.start_byte, o.end_byte) for o, _ in nodes]),
     )
     module.signature = f"module {rel}"
-    return FileChunks(path=rel, language=language, units=[module] + merge_repeats(units), parse_errors=root.has_error)
+    return FileChunks(path=rel, language=language, units=[module] + merge_repeats(units, text), parse_errors=root.has_error)

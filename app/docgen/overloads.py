@@ -16,7 +16,18 @@ def base_qualname(qualname: str) -> str:
     return head if sep and tail.isdigit() else qualname
 
 
-def _merge(group: list[SourceUnit]) -> SourceUnit:
+def _contiguous(group: list[SourceUnit], lines: list[str]) -> bool:
+    """Pieces one after another with only blank or comment lines between them (overload stubs)."""
+    for a, b in zip(group, group[1:]):
+        if b.start_line <= a.end_line:
+            return False
+        gap = lines[a.end_line:b.start_line - 1]
+        if any(g.strip() and not g.lstrip().startswith(("#", "//", "/*", "*")) for g in gap):
+            return False
+    return True
+
+
+def _merge(group: list[SourceUnit], lines: list[str]) -> SourceUnit:
     first = group[0]
     if len(group) == 1:
         return first
@@ -26,7 +37,10 @@ def _merge(group: list[SourceUnit]) -> SourceUnit:
     params: list[str] = []
     for u in group:
         params.extend(p for p in u.params if p not in params)  # a doc may describe any overload's parameters
-    first.code = "\n\n".join(u.code.rstrip("\n") for u in group) + "\n"
+    if _contiguous(group, lines):  # the real text, so line numbers of parts stay true
+        first.code = "".join(lines[group[0].start_line - 1:group[-1].end_line])
+    else:  # overloads apart from each other: their texts, one after another
+        first.code = "\n\n".join(u.code.rstrip("\n") for u in group) + "\n"
     first.start_line = min(u.start_line for u in group)
     first.end_line = max(u.end_line for u in group)
     first.signature = "\n".join(dict.fromkeys(u.signature for u in group))
@@ -40,8 +54,9 @@ def _merge(group: list[SourceUnit]) -> SourceUnit:
     return first
 
 
-def merge_repeats(units: list[SourceUnit]) -> list[SourceUnit]:
+def merge_repeats(units: list[SourceUnit], text: str) -> list[SourceUnit]:
     """Fold `q#2`, `q#3`, ... into `q` when they have the same kind; order of first appearance kept."""
+    lines = text.splitlines(keepends=True)
     groups: dict[tuple[str, str], list[SourceUnit]] = {}
     order: list[tuple[str, str]] = []
     renamed: dict[str, str] = {}  # old qualname -> merged qualname (children's `parent` fields)
@@ -54,7 +69,7 @@ def merge_repeats(units: list[SourceUnit]) -> list[SourceUnit]:
     out = []
     for key in order:
         group = groups[key]
-        merged = _merge(group)
+        merged = _merge(group, lines)
         for u in group:
             renamed[u.qualname] = merged.qualname
         out.append(merged)
