@@ -81,7 +81,7 @@ def calibrate(cfg: PlanConfig, plan, generator) -> PlanConfig:
         low = ratios[len(ratios) // 10]  # 10th percentile: most units are denser than this
         cfg = replace(cfg, chars_per_token=min(cfg.chars_per_token, 0.9 * low))
     overhead = int(count_prompt(CodeChunk(code="pass", path="x.py", name="x", signature="x()"))) + 16
-    return replace(cfg, prompt_overhead_tokens=max(cfg.prompt_overhead_tokens, overhead))
+    return replace(cfg, prompt_overhead_tokens=max(cfg.prompt_overhead_tokens, overhead), count_prompt_tokens=count_prompt)
 
 
 def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], observer: Observer) -> RunOutcome:

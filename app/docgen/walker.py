@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.docgen.gitignore import GitIgnore
-from app.docgen.languages import language_for
+from app.docgen.languages import header_language, language_for
 
 # Folders that hold vendored, generated or tool-managed code, never the project's own.
 SKIP_DIRS = {
@@ -145,7 +145,8 @@ def _visit_file(path: Path, rel: str, cfg: WalkConfig, ignore: GitIgnore, result
     if language is None:
         result.skip(rel, "not a supported language")
         return
-    if cfg.languages is not None and language not in cfg.languages:
+    maybe_cpp_header = language == "c" and path.suffix.lower() == ".h"  # decided from its text below
+    if cfg.languages is not None and language not in cfg.languages and not (maybe_cpp_header and "cpp" in cfg.languages):
         result.skip(rel, "language not selected (--languages)")
         return
     try:
@@ -157,4 +158,9 @@ def _visit_file(path: Path, rel: str, cfg: WalkConfig, ignore: GitIgnore, result
     if text is None:
         result.skip(rel, reason)
         return
+    if maybe_cpp_header:
+        language = header_language(text)
+        if cfg.languages is not None and language not in cfg.languages:
+            result.skip(rel, "language not selected (--languages)")
+            return
     result.files.append(SourceFile(path=path, rel=rel, language=language, text=text, size=size))

@@ -46,6 +46,10 @@ def git_state(path: Path) -> str:
     return "untracked" if line.startswith("??") else "dirty"
 
 
+def _is_overload(node) -> bool:
+    return any(ast.unparse(d).split(".")[-1] == "overload" for d in getattr(node, "decorator_list", []))
+
+
 def _named_defs(tree: ast.Module) -> dict[str, ast.AST]:
     """Qualname -> node, numbering repeats (#2, #3) in source order as the chunker does."""
     out: dict[str, ast.AST] = {MODULE: tree}
@@ -57,6 +61,8 @@ def _named_defs(tree: ast.Module) -> dict[str, ast.AST]:
                 qual = f"{prefix}.{node.name}" if prefix else node.name
                 seen[qual] = seen.get(qual, 0) + 1
                 out[qual if seen[qual] == 1 else f"{qual}#{seen[qual]}"] = node
+                if seen[qual] > 1 and _is_overload(out[qual]):  # the chunker merges overloads into one
+                    out[qual] = node  # unit; its doc belongs on the implementation, after the stubs
                 if isinstance(node, ast.ClassDef):
                     visit(node.body, qual)
 
