@@ -150,6 +150,9 @@ def write_docstrings(root: Path, files: dict[str, dict[str, str]], mode: str, fo
     diffs = []
     for rel, docs in sorted(files.items()):
         path = root / rel if root.is_dir() else file_base(root) / rel
+        if path.is_symlink():  # swapped for a link since it was read: neither read nor written through
+            rep.refused[rel] = "is a symbolic link now (docgen does not write through links); left alone"
+            continue
         if mode == "write" and not force:
             state = git_state(path)
             if state != "clean":
