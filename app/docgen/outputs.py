@@ -74,8 +74,13 @@ def check_out_folder(opts) -> None:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ValueError(
             f"the Markdown folder {out} holds files docgen did not write ({shown}); docgen writes only into an "
-            f"empty or new folder, or one it wrote itself. Pass --out with another folder (e.g. {out / 'api'}); "
+            f"empty or new folder, or one it wrote itself. Pass --out with another folder (e.g. {_suggest(out)}); "
             "if these are pages of an earlier docgen run whose store was deleted, remove them first")
+
+
+def _suggest(out: Path) -> Path:
+    return next((p for p in (out / "docgen", out.with_name(out.name + "-docgen")) if not os.path.lexists(p)),
+                out.with_name(out.name + "-docgen-2"))
 
 
 def foreign_entries(out: Path, known: set[str]) -> list[str]:
