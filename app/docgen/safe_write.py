@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import stat
 from pathlib import Path, PurePosixPath
@@ -85,7 +86,7 @@ def atomic_write(confine: str | os.PathLike, rel: str | os.PathLike, data: bytes
     name, where = parts[-1], confine.joinpath(*parts)
     with _open_parent(confine, parts, create_dirs) as fd:
         st = _check_target(fd, name, where)
-        _remove_stale_temps(fd, name)
+        _remove_stale_temps(fd)
         tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
         # O_EXCL|O_NOFOLLOW: never opens something planted under the temporary name; mode 0o666 lets the
         # umask decide for a new file, as an ordinary open would.
@@ -132,11 +133,19 @@ def remove(confine: str | os.PathLike, rel: str | os.PathLike) -> bool:
         return False
 
 
-def _remove_stale_temps(fd: int, name: str) -> None:
-    """Temporary files a killed earlier write left beside this target (only ours, by their name)."""
-    prefix = f".{name}."
+_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX) + "$")
+_swept: set[tuple[int, int]] = set()  # folders (device, inode) already swept by this process
+
+
+def _remove_stale_temps(fd: int) -> None:
+    """Temporary files killed earlier writes left in this folder (ours by their name), removed on this
+    process's first write there: once per folder, so writing n pages costs one listing, not n."""
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) in _swept:
+        return
+    _swept.add((st.st_dev, st.st_ino))
     for entry in os.listdir(fd):
-        if entry.startswith(prefix) and entry.endswith(TMP_SUFFIX) and len(entry) == len(prefix) + 8 + len(TMP_SUFFIX):
+        if _TMP_NAME.match(entry):
             with contextlib.suppress(OSError):
                 os.unlink(entry, dir_fd=fd)
 

@@ -55,10 +55,12 @@ def test_stale_temp_of_a_killed_write_is_removed_by_the_next(tmp_path):
     (tmp_path / "a.py").write_text("old")
     stale = tmp_path / f".a.py.0123abcd{safe_write.TMP_SUFFIX}"
     stale.write_text("half")
-    other = tmp_path / f".b.py.0123abcd{safe_write.TMP_SUFFIX}"  # another file's: not touched
+    other = tmp_path / f".b.py.4567cdef{safe_write.TMP_SUFFIX}"  # another target's, also from a killed write
     other.write_text("half")
+    mine = tmp_path / ".b.py.notdocgen"  # not a name docgen makes: kept
+    mine.write_text("user's")
     safe_write.write_text(tmp_path, "a.py", "new")
-    assert not stale.exists() and other.exists()
+    assert not stale.exists() and not other.exists() and mine.exists()
 
 
 # Runs the CLI with os.replace stopped before renaming a temporary file over NAME, so the parent can
