@@ -147,7 +147,8 @@ def review_sources(opts, plan, report) -> None:
                 sizes[rel] = 0
         for rel, size in sizes.items():
             if size and before.get(rel, 0) >= 200 and size < SHRUNK_RATIO * before[rel]:
-                report.outputs.append(f"note: {rel} is {size} bytes, {before[rel]} at the last run")
+                report.outputs.append(f"note: {rel} is {size} bytes, {before[rel]} at the last run (if it was "
+                                      "truncated, restore it from version control)")
         store.record_files(sizes)
     finally:
         store.close()

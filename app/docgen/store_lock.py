@@ -22,6 +22,10 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
 
+class StoreBusy(ValueError):
+    """The store stayed locked by another run past the timeout (the CLI turns it into a message)."""
+
+
 class StoreLock:
     def __init__(self, store: Path, say: Callable[[str], None], poll_seconds: float = 0.5,
                  timeout: float | None = None) -> None:
@@ -44,27 +48,33 @@ class StoreLock:
         if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
             os.close(fd)
             raise UnsafeWrite(f"{self.path} is not a plain file (a link?); remove it")
-        waited_since = None
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if waited_since is None:
-                    waited_since = time.monotonic()
-                    self.say(f"waiting: another docgen run ({_holder(fd)}) is using the store {self.path.parent}; "
-                             "this run continues when it ends (stop it, or pass another --store)")
-                elif self.timeout is not None and time.monotonic() - waited_since > self.timeout:
-                    holder = _holder(fd)
-                    os.close(fd)
-                    raise TimeoutError(f"the store {self.path.parent} is still in use by {holder}")
-                time.sleep(self.poll)
+        try:
+            waited_since = self._wait(fd)
+        except BaseException:  # Ctrl-C while waiting, or the timeout
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         self.fd = fd
         if waited_since is not None:
             self.say(f"the other run ended; continuing after {time.monotonic() - waited_since:.0f}s")
         return self
+
+    def _wait(self, fd: int) -> float | None:
+        """Take the lock, waiting (and saying for whom) while another run holds it."""
+        waited_since = None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return waited_since
+            except BlockingIOError:
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    self.say(f"waiting: another docgen run ({_holder(fd)}) is using the store {self.path.parent}; "
+                             "this run continues when it ends (stop it, or pass another --store)")
+                elif self.timeout is not None and time.monotonic() - waited_since > self.timeout:
+                    raise StoreBusy(f"the store {self.path.parent} is still in use by {_holder(fd)}")
+                time.sleep(self.poll)
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:

@@ -7,7 +7,10 @@ import sys
 import threading
 import time
 
+import pytest
+
 from app.docgen.store import Store, StoredResult
+from app.docgen.store_lock import StoreBusy, StoreLock
 from tests.docgen.conftest import REPO, write
 
 N = 12
@@ -78,3 +81,15 @@ def test_unlocked_writers_of_the_same_keys_upsert(tmp_path):
     store = Store(path)
     assert store.count("results") == 40 and store.count("generations") == 80 and store.count("units") == 40
     assert store.get("k7").text == "doc 7"
+
+
+def test_lock_names_its_holder_and_is_released(tmp_path):
+    store = tmp_path / "docgen.sqlite"
+    said = []
+    with StoreLock(store, said.append):
+        with pytest.raises(StoreBusy, match=f"in use by pid {os.getpid()} since"):
+            with StoreLock(store, said.append, poll_seconds=0.01, timeout=0.05):
+                pass
+    assert said and f"pid {os.getpid()}" in said[0]
+    with StoreLock(store, said.append, timeout=0):  # released on exit: taken at once
+        pass

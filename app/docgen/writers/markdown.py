@@ -122,7 +122,8 @@ def write_markdown(plan: Plan, docs: dict, flagged: dict[str, list[str]], out_di
             continue
         store.drop_page(out_key, page)
         res.removed.append(page)
-    rows = [r for p, r in store.pages(out_key).items() if p != INDEX]
+    # pages of existing sources (a hand-edited page of a deleted source stays on disk, not in the index)
+    rows = [r for p, r in store.pages(out_key).items() if p != INDEX and (base / r.source).exists()]
     data = render_index(base.name, rows).encode("utf-8")
     index_row = PageRow(INDEX, "", "", len(rows), len(rows), 0, _sha(data))
     known_index = {INDEX: known[INDEX]} if INDEX in known else {}
