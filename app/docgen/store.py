@@ -177,6 +177,10 @@ class Store:
         with self.db:
             self.db.execute("DELETE FROM pages WHERE out = ? AND page = ?", (out, page))
 
+    def unit_paths(self) -> set[str]:
+        """Source files this store documented (to recognise pages of a docgen without a page ledger)."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT path FROM units")}
+
     # Source sizes at the last run, so a file that became empty (or much smaller) is reported.
     def file_sizes(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT path, size FROM files").fetchall())

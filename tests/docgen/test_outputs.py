@@ -113,3 +113,21 @@ def test_emptied_source_is_reported_not_skipped_silently(tmp_path, capsys):
     assert "warning: a.py is empty now but had 23 bytes at the last run" in out
     assert (root / "docs" / "a.py.md").exists() and "(a.py.md)" in (root / "docs" / "index.md").read_text()
     assert _run(root) == 0  # said once; the next run only counts it among skipped files
+
+
+def test_pages_of_a_docgen_without_the_page_ledger_are_adopted(tmp_path):
+    """Upgrading: docs/ written by an older docgen (store without page records) is recognised as
+    docgen's when every file in it is its index or a page of a source the store documented."""
+    import sqlite3
+
+    root = write(tmp_path / "r", SRC)
+    assert _run(root) == 0
+    db = sqlite3.connect(root / ".docgen" / "docgen.sqlite")
+    with db:
+        db.execute("DELETE FROM pages")
+    db.close()
+    assert _run(root) == 0
+    (root / "docs" / "README.md").write_text("mine\n")  # one foreign file: nothing adopted, refused
+    with sqlite3.connect(root / ".docgen" / "docgen.sqlite") as db:
+        db.execute("DELETE FROM pages")
+    assert _run(root) == 2
