@@ -46,7 +46,7 @@ def check_locations(opts) -> None:
     if not getattr(opts, "out_named", True):
         safe_write.check_location(out, base, "Markdown folder", "--out")
     if not getattr(opts, "store_named", True):
-        safe_write.check_location(store.parent, base, "store folder", "--store")
+        safe_write.check_location(store.parent, base, "store folder", "--store", store.name)
     if os.path.realpath(out) == os.path.realpath(base):
         raise ValueError(f"--out {out} is the folder being documented; pass a folder for docgen's pages alone")
 

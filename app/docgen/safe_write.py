@@ -150,14 +150,15 @@ def _remove_stale_temps(fd: int) -> None:
                 os.unlink(entry, dir_fd=fd)
 
 
-def check_location(path: Path, base: Path, what: str, flag: str) -> None:
+def check_location(path: Path, base: Path, what: str, flag: str, name: str = "") -> None:
     """A default location (`base/docs`, `base/.docgen`) must not lead out of `base` through a link:
     the user named `base`, not wherever a link in the repository points."""
     real, real_base = os.path.realpath(path), os.path.realpath(base)
     if os.path.commonpath([real, real_base]) != real_base or _has_link(path, base):
         raise UnsafeWrite(
             f"the default {what} {path} is (or passes through) a symbolic link to {real}; docgen does not "
-            f"follow links in the repository. Pass {flag} {real} to write there on purpose, or {flag} another folder")
+            f"follow links in the repository. Pass {flag} {os.path.join(real, name) if name else real} to write there on "
+            f"purpose, or {flag} another location")
 
 
 def _has_link(path: Path, base: Path) -> bool:

@@ -60,7 +60,7 @@ def test_store_folder_links(tmp_path, outside, capsys):
     root = write(tmp_path / "r", SRC)
     (root / ".docgen").symlink_to(outside)
     assert _run(root) == 2
-    assert "--store" in capsys.readouterr().err
+    assert f"--store {outside / 'docgen.sqlite'}" in capsys.readouterr().err
     _untouched(outside)
     (root / ".docgen").unlink()
     (root / ".docgen").mkdir()
