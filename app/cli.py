@@ -96,8 +96,10 @@ def _walk_config(args):
 def _store_path(args) -> Path:
     if args.store:
         return Path(args.store)
+    from app.docgen.walker import file_base
+
     p = Path(args.path).resolve()
-    return (p if p.is_dir() else p.parent) / ".docgen" / "docgen.sqlite"
+    return (p if p.is_dir() else file_base(p)) / ".docgen" / "docgen.sqlite"
 
 
 def _optimized_factory(args, log):
@@ -163,7 +165,7 @@ def cmd_run(args, console) -> int:
     print(format_report(outcome.report), flush=True)
     if outcome.docstrings is not None and args.diff:
         print(outcome.docstrings.diff or "(no docstring changes)")
-    return 1 if outcome.report.errors else 0
+    return 1 if outcome.report.errors or outcome.report.warnings else 0
 
 
 def cmd_estimate(args) -> int:

@@ -15,7 +15,9 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.docgen import safe_write
 from app.docgen.units import MODULE
+from app.docgen.walker import file_base
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -153,7 +155,10 @@ def write_docstrings(root: Path, files: dict[str, dict[str, str]], mode: str, fo
     rep = DocstringReport()
     diffs = []
     for rel, docs in sorted(files.items()):
-        path = (root / rel) if root.is_dir() else root
+        path = root / rel if root.is_dir() else file_base(root) / rel
+        if path.is_symlink():  # swapped for a link since it was read: neither read nor written through
+            rep.refused[rel] = "is a symbolic link now (docgen does not write through links); left alone"
+            continue
         if mode == "write" and not force:
             state = git_state(path)
             if state != "clean":
@@ -183,7 +188,11 @@ def write_docstrings(root: Path, files: dict[str, dict[str, str]], mode: str, fo
             diffs.append("".join(difflib.unified_diff(original.splitlines(keepends=True), new.splitlines(keepends=True),
                                                       fromfile=f"a/{rel}", tofile=f"b/{rel}")))
         else:
-            path.write_text(new, encoding="utf-8", newline="")
+            try:  # atomic, and never through a link (a source swapped for one mid-run, a hard link)
+                safe_write.write_text(root if root.is_dir() else file_base(root), rel, new, encoding="utf-8")
+            except (safe_write.UnsafeWrite, OSError) as exc:
+                rep.refused[rel] = f"not written: {exc}"
+                continue
             rep.written.append(rel)
     rep.diff = "".join(diffs)
     return rep
