@@ -11,10 +11,19 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
+CHECK_EPILOG = """public API: Python names without a leading _ (and in __all__ when a module has one), Go
+capitalised names, Rust pub items, Java public/protected members, C/C++ non-static functions and
+public members, JavaScript/TypeScript exports. Only docs in the source count unless --include-generated.
+
+exit codes: 0 every public unit documented and no doc stale; 1 some missing or stale;
+2 bad arguments (a path that does not exist, an unknown language)."""
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="folder (or file) of source code")
+def _add_common(p: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        p.add_argument("paths", nargs="+", metavar="path", help="folders or files of source code (several allowed)")
+    else:
+        p.add_argument("path", help="folder (or file) of source code")
     p.add_argument("--languages", action="append",
                    help="only these languages, comma separated: python,javascript,typescript,go,rust,java,c,cpp")
     p.add_argument("--exclude", action="append", default=[], help="glob of paths to skip (repeatable)")
@@ -66,8 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--max-seq-length", type=int, default=4096)
     est.add_argument("--max-new-tokens", type=int, default=256)
 
-    chk = sub.add_parser("check", help="exit non-zero when public code lacks docs or docs are stale (for CI)")
-    _add_common(chk)
+    chk = sub.add_parser("check", help="exit non-zero when public code lacks docs or docs are stale (for CI)",
+                         epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(chk, many=True)
+    chk.add_argument("--include-tests", action="store_true", help="also check test files (left out by default)")
+    chk.add_argument("--include-generated", action="store_true",
+                     help="count docs docgen stored (not written into the source) as documentation, reported apart")
+    chk.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -83,8 +97,10 @@ def _walk_config(args):
 def _store_path(args) -> Path:
     if args.store:
         return Path(args.store)
+    from app.docgen.walker import file_base
+
     p = Path(args.path).resolve()
-    return (p if p.is_dir() else p.parent) / ".docgen" / "docgen.sqlite"
+    return (p if p.is_dir() else file_base(p)) / ".docgen" / "docgen.sqlite"
 
 
 def _optimized_factory(args, log):
@@ -154,7 +170,7 @@ def cmd_run(args, console) -> int:
     print(format_report(outcome.report), flush=True)
     if outcome.docstrings is not None and args.diff:
         print(outcome.docstrings.diff or "(no docstring changes)")
-    return 1 if outcome.report.errors else 0
+    return 1 if outcome.report.errors or outcome.report.warnings else 0
 
 
 def cmd_estimate(args) -> int:
@@ -177,19 +193,38 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from app.docgen.audit import check_docs
+    import json
+
+    from app.docgen.doccheck import CheckOutcome, check_plan, project_root
     from app.docgen.planner import PlanConfig, make_plan
     from app.docgen.store import Store
 
-    plan = make_plan(args.path, PlanConfig(walk=_walk_config(args)))
-    store_path = _store_path(args)
-    store = Store(store_path) if store_path.exists() else None
-    out = check_docs(plan, store)
-    for uid in out.missing:
-        print(f"missing docs: {uid}")
-    for uid, why in out.stale:
-        print(f"stale docs: {uid}: {why}")
-    print(f"docgen check: {out.checked} public units, {len(out.missing)} without docs, {len(out.stale)} stale")
+    out = CheckOutcome()
+    for raw in args.paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ValueError(f"{raw} does not exist; pass folders or files of source code")
+        root = project_root(path)
+        base = path.resolve() if path.is_dir() else path.resolve().parent
+        prefix = base.relative_to(root).as_posix() + "/" if base != root else ""
+        store_path = Path(args.store) if args.store else root / ".docgen" / "docgen.sqlite"
+        store = Store(store_path) if args.include_generated and store_path.exists() else None
+        try:
+            check_plan(make_plan(path, PlanConfig(walk=_walk_config(args))), prefix, out, store, args.include_tests)
+        finally:
+            if store is not None:
+                store.close()
+    if args.json:
+        print(json.dumps(out.as_dict(args.include_generated), indent=2))
+        return 0 if out.ok else 1
+    for f in out.missing:
+        print(f"missing docs: {f.path}:{f.line}: {f.kind} {f.name}")
+    for f in out.stale:
+        print(f"stale docs: {f.path}:{f.line}: {f.kind} {f.name}: {f.why}")
+    for f in out.generated_only:
+        print(f"documented only in docgen's store (not in the source): {f.path}:{f.line}: {f.name}")
+    tests = f", {out.test_files_skipped} test files left out (--include-tests)" if out.test_files_skipped else ""
+    print(f"docgen check: {out.checked} public units, {len(out.missing)} without docs, {len(out.stale)} stale{tests}")
     return 0 if out.ok else 1
 
 

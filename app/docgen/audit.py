@@ -1,50 +1,12 @@
-"""`docgen check` and `docgen estimate`: questions answered from the plan and the store, no model.
-
-check: public code without docs (in the source or in the store) and docs that are stale (the
-code changed since its doc was generated, or an in-source docstring names parameters the
-signature no longer has). estimate: files, chunks, tokens and a time estimate.
-"""
+"""`docgen estimate`: files, chunks, tokens and a time estimate, from the plan and the store, no model.
+(`docgen check` lives in doccheck.py.)"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from app.docgen.checks import IGNORED_PARAMS, documented_params
 from app.docgen.parts import estimate_tokens
 from app.docgen.planner import PROMPT_OVERHEAD_TOKENS, Plan
-from app.docgen.store import Store, code_hash
-from app.docgen.units import CALLABLE_KINDS, MODULE
-
-
-@dataclass
-class CheckOutcome:
-    missing: list[str] = field(default_factory=list)  # uids
-    stale: list[tuple[str, str]] = field(default_factory=list)  # (uid, why)
-    checked: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.stale
-
-
-def check_docs(plan: Plan, store: Store | None) -> CheckOutcome:
-    out = CheckOutcome()
-    for u in plan.units:
-        if not u.is_public or u.qualname == MODULE:
-            continue
-        out.checked += 1
-        if u.existing_doc:
-            if u.kind in CALLABLE_KINDS and u.language == "python":
-                documented, _ = documented_params(u.existing_doc)
-                extra = sorted(documented - ({p.lstrip("*") for p in u.params} - IGNORED_PARAMS))
-                if extra:
-                    out.stale.append((u.uid, f"its docstring documents {', '.join(extra)}, not in the signature"))
-            continue
-        row = store.unit_row(u.uid) if store is not None else None
-        if row is None:
-            out.missing.append(u.uid)
-        elif row[1] != code_hash(u.code):
-            out.stale.append((u.uid, "the code changed since its doc was generated (rerun docgen run)"))
-    return out
+from app.docgen.store import Store
 
 
 @dataclass

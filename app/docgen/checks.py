@@ -16,6 +16,14 @@ from dataclasses import dataclass, field
 from app.docgen.units import CALLABLE_KINDS, SourceUnit
 
 IGNORED_PARAMS = {"self", "cls", "this"}
+
+
+def undocumented_receivers(unit: SourceUnit) -> set[str]:
+    """The implicit receiver a doc need not (but may) describe: a method's first `self`/`cls`.
+    A module-level function's `cls` is an ordinary parameter."""
+    if unit.params and unit.params[0] in IGNORED_PARAMS and unit.kind == "method":
+        return {unit.params[0]}
+    return {"this"} & set(unit.params)
 COMMON_NAMES = set(dir(builtins)) | set(keyword.kwlist) | {
     "self", "cls", "this", "null", "nil", "true", "false", "void", "int", "str", "bool", "float", "dict",
     "list", "tuple", "set", "bytes", "string", "number", "boolean", "undefined", "Optional", "Any", "Union",
@@ -165,9 +173,10 @@ def check_doc(unit: SourceUnit, text: str, finish_reason: str, known: set[str]) 
     if reason:
         res.add("cut_off", f"the text looks cut off ({reason})")
     if unit.kind in CALLABLE_KINDS:
-        actual = {p.lstrip("*&") for p in unit.params} - IGNORED_PARAMS
+        actual = {p.lstrip("*&") for p in unit.params}
         documented, has_section = documented_params(text)
         extra = sorted(documented - actual)
+        actual -= undocumented_receivers(unit)
         if extra:
             res.add("params", f"documents {', '.join(extra)}, not parameters of {unit.signature or unit.name}"
                               f" (parameters: {', '.join(sorted(actual)) or 'none'})")

@@ -7,12 +7,19 @@ Parse errors do not stop chunking: tree-sitter recovers, and the file is flagged
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
+from app.docgen import docfinder as D
 from app.docgen import nodes as N
 from app.docgen.languages import get_parser
+from app.docgen.exports import mark_exported
+from app.docgen.overloads import merge_repeats
 from app.docgen.langspec import SPECS, Spec
 from app.docgen.units import MODULE, SourceUnit
+
+_JS_FUNCTIONS = ("arrow_function", "function_expression", "function", "generator_function")
+_JS_TARGET = re.compile(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*")  # a.b.c, not a[0] or a().b
 
 
 @dataclass
@@ -41,25 +48,35 @@ class _Chunker:
         if t in spec.wrappers:
             inner = node.child_by_field_name("definition") or node.child_by_field_name("declaration")
             if inner is None:
-                inner = next((c for c in node.named_children
-                              if c.type in spec.functions or c.type in spec.containers), None)
+                inner = next((c for c in node.named_children if c.type in spec.functions
+                              or c.type in spec.containers or c.type in spec.values), None)
             if inner is not None:
                 self.visit(inner, outer, parent_qual, method_prefix)
             return
-        if t in spec.functions:
+        if t in spec.transparent:  # #ifndef guards, `if TYPE_CHECKING:`: definitions at this same level
+            self.visit_children(node, parent_qual, method_prefix)
+        elif t in spec.functions:
             self.add_function(node, outer, parent_qual, method_prefix)
         elif t in spec.containers:
             self.add_container(node, outer, spec.containers[t], parent_qual, method_prefix)
-        elif t == "lexical_declaration" or t == "variable_declaration":
-            self.add_js_arrow(node, outer, parent_qual, method_prefix)
+        elif t in spec.values:
+            self.add_value(node, outer, spec.values[t], method_prefix)
+        elif t in ("lexical_declaration", "variable_declaration"):
+            self.add_js_declaration(node, outer, parent_qual, method_prefix)
+        elif t == "expression_statement" and self.language in ("javascript", "typescript", "tsx"):
+            self.add_js_assignment(node, outer)
         elif t == "type_declaration" and self.language == "go":
-            for spec_node in (c for c in node.named_children if c.type == "type_spec"):
-                self.add_go_type(spec_node, node if node.named_child_count == 1 else spec_node)
+            specs = [c for c in node.named_children if c.type in ("type_spec", "type_alias")]
+            for spec_node in specs:
+                self.add_go_type(spec_node, node if len(specs) == 1 else spec_node)
         elif t in spec.type_holders:
             inner = node.child_by_field_name("type")
             if inner is not None and inner.type in spec.containers and inner.child_by_field_name("body"):
                 fallback = N.text(node.child_by_field_name("declarator"), self.src) if t == "type_definition" else ""
                 self.add_container(inner, node, spec.containers[inner.type], parent_qual, method_prefix, fallback)
+            elif t == "type_definition":  # typedef char *sds; typedef int (*cmp)(...);
+                name = N.text(N.c_declarator_name(node) or node.child_by_field_name("declarator"), self.src)
+                self.add_value(node, outer, "type", method_prefix, name=name)
         elif t in spec.scopes:
             body = node.child_by_field_name("body") or node
             name = N.text(node.child_by_field_name("name"), self.src)
@@ -69,7 +86,8 @@ class _Chunker:
             self.visit_children(node, parent_qual, method_prefix)
 
     # ---- unit builders --------------------------------------------------------------------
-    def add_function(self, node, outer, parent_qual: str, method_prefix: str, name: str = "") -> None:
+    def add_function(self, node, outer, parent_qual: str, method_prefix: str, name: str = "",
+                     fn=None, qual: str = "") -> None:
         src, lang = self.src, self.language
         kind = "method" if parent_qual else self.spec.functions.get(node.type, "function")
         if not name:
@@ -85,8 +103,11 @@ class _Chunker:
             receiver, name = name.rsplit(".", 1)
             kind = "method"
         prefix = receiver or method_prefix
-        qual = f"{prefix}.{name}" if prefix else name
-        fn = node.child_by_field_name("value") if node.type == "variable_declarator" else node
+        if lang == "cpp" and receiver and method_prefix and not receiver.startswith(method_prefix + "."):
+            prefix = f"{method_prefix}.{receiver}"  # namespace leveldb { Status::Status(...) }
+        qual = qual or (f"{prefix}.{name}" if prefix else name)
+        if fn is None:
+            fn = node.child_by_field_name("value") if node.type == "variable_declarator" else node
         body = fn.child_by_field_name("body")
         unit = self.make_unit(outer, name, qual, kind, body, parent=parent_qual or receiver)
         params_node = N.params_node(fn, lang)
@@ -108,22 +129,69 @@ class _Chunker:
             return
         qual = f"{method_prefix}.{name}" if method_prefix and node.type != "impl_item" else name
         unit = self.make_unit(outer, name, qual, kind, None, parent=parent_qual)
+        if kind == "interface" and self.language != "java":
+            return  # a TS interface is documented as a whole; its member signatures are not units
         self.visit_children(body, unit.qualname, member_prefix)
 
-    def add_js_arrow(self, node, outer, parent_qual: str, method_prefix: str) -> None:
+    def add_js_declaration(self, node, outer, parent_qual: str, method_prefix: str) -> None:
+        """`const f = () => ...` is a function; an exported `const X: T = ...` is a value unit."""
+        exported = outer.type == "export_statement"
         for decl in node.named_children:
-            value = decl.child_by_field_name("value") if decl.type == "variable_declarator" else None
-            if value is not None and value.type in ("arrow_function", "function_expression", "function"):
-                name = N.text(decl.child_by_field_name("name"), self.src)
-                self.add_function(decl, outer, parent_qual, method_prefix, name=name)
+            if decl.type != "variable_declarator":
+                continue
+            value = decl.child_by_field_name("value")
+            name = N.text(decl.child_by_field_name("name"), self.src)
+            if value is not None and value.type in _JS_FUNCTIONS:
+                self.add_function(decl, outer if len(node.named_children) == 1 else decl, parent_qual,
+                                  method_prefix, name=name)
+            elif exported and name:
+                self.add_value(decl, outer if len(node.named_children) == 1 else decl, "const", method_prefix,
+                               name=name, value=value)
+
+    def add_js_assignment(self, node, outer) -> None:
+        """`app.init = function init() {...}`, `exports.x = ...`, `module.exports = class ...`."""
+        expr = node.named_children[0] if node.named_children else None
+        if expr is None or expr.type != "assignment_expression":
+            return
+        target = N.text(expr.child_by_field_name("left"), self.src)
+        value = expr.child_by_field_name("right")
+        while value is not None and value.type == "assignment_expression":  # a = b = function ...
+            value = value.child_by_field_name("right")
+        if value is None or not _JS_TARGET.fullmatch(target):
+            return
+        for prefix in ("module.exports.", "exports."):
+            if target.startswith(prefix):
+                target = target[len(prefix):]
+        target = target.replace(".prototype.", ".")
+        if target in ("module.exports", "exports"):  # the module's default export: use its own name
+            target = N.text(value.child_by_field_name("name"), self.src) or target
+        name = target.rsplit(".", 1)[-1]
+        if value.type in _JS_FUNCTIONS:
+            self.add_function(value, outer, "", "", name=name, fn=value, qual=target)
+            if "." in target:
+                self.units[-1].kind = "method"
+        elif value.type in ("class", "class_declaration"):
+            self.add_container(value, outer, "class", "", "", fallback=target)
 
     def add_go_type(self, spec_node, outer) -> None:
         type_node = spec_node.child_by_field_name("type")
         kinds = {"struct_type": "struct", "interface_type": "interface"}
-        if type_node is None or type_node.type not in kinds:
-            return
         name = N.text(spec_node.child_by_field_name("name"), self.src)
-        self.make_unit(outer, name, name, kinds[type_node.type], None, parent="")
+        if type_node is None or not name:
+            return
+        kind = kinds.get(type_node.type, "type")  # func types, named ints, maps, aliases, ...
+        self.make_unit(outer, name, name, kind, None, parent="")
+
+    def add_value(self, node, outer, kind: str, method_prefix: str, name: str = "", value=None) -> None:
+        """Types, constants and macros: the unit is the whole item; a multi-line value is elided in
+        the module's skeleton (as function bodies are)."""
+        name = name or N.text(node.child_by_field_name("name"), self.src)
+        if not name:
+            return
+        value = value if value is not None else node.child_by_field_name("value")
+        body = value if value is not None and value.end_point.row > value.start_point.row else None
+        qual = f"{method_prefix}.{name}" if method_prefix else name
+        self.make_unit(outer, name, qual, kind, body, parent="")
 
     def make_unit(self, outer, name: str, qual: str, kind: str, body, parent: str) -> SourceUnit:
         count = self.seen.get(qual, 0) + 1
@@ -139,7 +207,7 @@ class _Chunker:
             path=self.rel, language=self.language, name=name, qualname=qual, kind=kind,
             start_line=outer.start_point.row + 1, end_line=outer.end_point.row + 1, code=code,
             signature=N.signature(outer if body is not None else inner, body, self.src),
-            existing_doc=N.existing_doc(outer, inner, self.spec, self.src, self.language),
+            existing_doc=D.existing_doc(outer, inner, self.spec, self.src, self.language),
             parent=parent,
         )
         self.units.append(unit)
@@ -147,14 +215,24 @@ class _Chunker:
         return unit
 
 
+_EXPORT_MACRO = re.compile(rb"\b(class|struct)(\s+)([A-Z][A-Z0-9_]{2,})(?=\s+[A-Za-z_])")
+
+
+def _mask_export_macros(src: bytes) -> bytes:
+    """`class LEVELDB_EXPORT Status {`: the grammar cannot know the macro, so it is blanked (same
+    length, so every byte offset still points into the real source)."""
+    return _EXPORT_MACRO.sub(lambda m: m.group(1) + m.group(2) + b" " * len(m.group(3)), src)
+
+
 def chunk_source(rel: str, language: str, text: str) -> FileChunks:
     """Chunk one file's text. `rel` is the path recorded on each unit."""
     src = text.encode("utf-8")
-    tree = get_parser(language).parse(src)
+    tree = get_parser(language).parse(_mask_export_macros(src) if language == "cpp" else src)
     root = tree.root_node
     chunker = _Chunker(rel, language, src)
     chunker.visit_children(root, "", "")
     units, nodes = chunker.units, chunker.unit_nodes
+    mark_exported(units, nodes, root, src, language)
     # Skeletons: a container shows its members' signatures, not their bodies.
     callable_bodies = [(b.start_byte, b.end_byte) for (o, b) in nodes if b is not None]
     for unit, (outer, body) in zip(units, nodes):
@@ -167,8 +245,8 @@ def chunk_source(rel: str, language: str, text: str) -> FileChunks:
         path=rel, language=language, name=rel, qualname=MODULE, kind="module",
         start_line=1, end_line=max(1, root.end_point.row + (0 if root.end_point.column == 0 else 1)),
         code=N.elide(src, 0, len(src), callable_bodies, language),
-        existing_doc=N.module_doc(root, chunker.spec, src, language),
+        existing_doc=D.module_doc(root, chunker.spec, src, language),
         calls=N.call_names(root, chunker.spec, src, skip=[(o.start_byte, o.end_byte) for o, _ in nodes]),
     )
     module.signature = f"module {rel}"
-    return FileChunks(path=rel, language=language, units=[module] + units, parse_errors=root.has_error)
+    return FileChunks(path=rel, language=language, units=[module] + merge_repeats(units, text), parse_errors=root.has_error)

@@ -6,6 +6,7 @@ compiled grammars and need no network. They are loaded lazily and cached.
 from __future__ import annotations
 
 import importlib
+import re
 from functools import lru_cache
 
 # language -> (grammar module, function returning the language pointer)
@@ -40,6 +41,16 @@ ALIASES = {"py": "python", "js": "javascript", "ts": "typescript", "c++": "cpp",
 def language_for(path: str) -> str | None:
     dot = path.rfind(".")
     return EXTENSIONS.get(path[dot:].lower()) if dot >= 0 else None
+
+
+_CPP_MARKERS = re.compile(r"^\s*(namespace\s+\w+\s*\{|class\s+\w[\w\s]*[:{]|template\s*<|public:|private:|protected:)"
+                          r"|\bstd::|\bnoexcept\b", re.M)
+
+
+def header_language(text: str) -> str:
+    """A `.h` file is C unless its text is C++ (namespaces, classes, templates, std::): many C++
+    projects (leveldb, ...) name their headers `.h`, and the C grammar cannot parse a class."""
+    return "cpp" if _CPP_MARKERS.search(text) else "c"
 
 
 def parse_languages(values: list[str] | None) -> set[str] | None:

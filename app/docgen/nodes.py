@@ -194,43 +194,6 @@ def _python_docstring(block, src: bytes) -> str:
     return ""
 
 
-def existing_doc(outer, inner, spec: Spec, src: bytes, language: str) -> str:
-    if language == "python":
-        return _python_docstring(inner.child_by_field_name("body"), src)
-    comments = []
-    cur, row = outer.prev_named_sibling, outer.start_point.row
-    while cur is not None and (cur.type in spec.comments or cur.type == "attribute_item"):
-        if cur.end_point.row < row - 1:
-            break  # a blank line separates it from the definition
-        before = cur.prev_named_sibling
-        if cur.type in spec.comments:
-            if before is not None and before.end_point.row == cur.start_point.row:
-                break  # a trailing comment of the previous line's code
-            comments.append(text(cur, src))
-        row = cur.start_point.row
-        cur = before
-    return clean_comment("\n".join(reversed(comments)))
-
-
-def module_doc(root, spec: Spec, src: bytes, language: str) -> str:
-    if language == "python":
-        return _python_docstring(root, src)
-    kids = root.named_children
-    block = []
-    for k in kids:
-        if k.type not in spec.comments:
-            break
-        if block and k.start_point.row > block[-1].end_point.row + 1:
-            break
-        block.append(k)
-    if not block or block[0].start_point.row != 0:
-        return ""
-    following = kids[len(block)] if len(block) < len(kids) else None
-    if following is not None and following.start_point.row <= block[-1].end_point.row + 1:
-        return ""  # the comment belongs to the first definition
-    return clean_comment("\n".join(text(b, src) for b in block))
-
-
 def elide(src: bytes, start: int, end: int, bodies: list[tuple[int, int]], language: str) -> str:
     """Source between start and end with every callable body inside it replaced by a placeholder."""
     inside = sorted((s, e) for s, e in bodies if start <= s and e <= end and (s, e) != (start, end))

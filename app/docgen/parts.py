@@ -2,53 +2,104 @@
 
 Each part is documented on its own (earlier wave); the whole unit is then documented from its
 head (signature and first lines) plus the parts' summaries, so the result describes the whole.
-Token counts are estimated from characters: ≈3 characters per token for code by default
-(deliberately on the high side), or a ratio the runner measured with the generator's own tokenizer
-(small-vocabulary tokenizers need far fewer characters per token).
+Parts are cut at statement boundaries inside the unit (found with the unit's own grammar), and
+splitting recurses until every part, with the prompt around it, fits the window: `fits` counts
+with the generator's tokenizer when there is one, else estimates from characters (≈3 characters
+per token for code, deliberately on the high side, or a ratio measured with the tokenizer).
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from app.docgen.units import SourceUnit
 
 CHARS_PER_TOKEN = 3.0
+# Parents whose children are statements or members: a cut before such a child is a clean one.
+_SEQUENCE_SUFFIXES = ("block", "body", "statement_list", "_list", "program", "module", "source_file",
+                      "translation_unit", "case_statement", "switch_case", "expression_case", "default_case",
+                      "switch_block_statement_group", "match_arm", "preproc_if", "preproc_ifdef", "preproc_else")
 
 
 def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
     return int(len(text) / chars_per_token) + 1
 
 
-def _split_lines(code: str, budget_tokens: int, chars_per_token: float = CHARS_PER_TOKEN) -> list[tuple[int, str]]:
-    """Greedy split on line boundaries: [(first line offset, text)], each within the budget."""
+def statement_starts(code: str, language: str) -> set[int]:
+    """0-based line numbers of `code` where a statement or member begins (comments just above a
+    statement go with it). Empty when the grammar is unavailable: cuts then fall on any line."""
+    try:
+        from app.docgen.languages import get_parser
+
+        root = get_parser(language).parse(code.encode("utf-8")).root_node
+    except Exception:  # noqa: BLE001 - no grammar: line cuts are still correct, only less tidy
+        return set()
+    starts: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        kids = node.named_children
+        if node.type.endswith(_SEQUENCE_SUFFIXES) or node is root:
+            prev = None
+            for k in kids:
+                glued = prev is not None and "comment" in prev.type and prev.end_point.row >= k.start_point.row - 1
+                if not glued:
+                    starts.add(k.start_point.row)
+                prev = k
+        stack.extend(k for k in kids if k.end_point.row > k.start_point.row)
+    return starts
+
+
+def _split_lines(code: str, budget_tokens: int, chars_per_token: float = CHARS_PER_TOKEN,
+                 starts: set[int] | None = None) -> list[tuple[int, str]]:
+    """Greedy split: [(first line offset, text)], each within the budget, cut at the last statement
+    start that keeps the piece within the budget (any line when no statement start fits)."""
     max_chars = max(64, int(budget_tokens * chars_per_token))
+    lines = code.splitlines(keepends=True)
     pieces: list[tuple[int, str]] = []
-    cur: list[str] = []
-    cur_len, cur_start = 0, 0
-    for i, line in enumerate(code.splitlines(keepends=True)):
-        while len(line) > max_chars:  # one enormous line (minified code): cut it by characters
-            if cur:
-                pieces.append((cur_start, "".join(cur)))
-                cur, cur_len = [], 0
-            pieces.append((i, line[:max_chars]))
-            line = line[max_chars:]
-        if cur and cur_len + len(line) > max_chars:
-            pieces.append((cur_start, "".join(cur)))
-            cur, cur_len = [], 0
-        if not cur:
-            cur_start = i
-        cur.append(line)
-        cur_len += len(line)
-    if cur:
-        pieces.append((cur_start, "".join(cur)))
+    i = 0
+    while i < len(lines):
+        if len(lines[i]) > max_chars:  # one enormous line (minified code): cut it by characters
+            line = lines[i]
+            pieces.extend((i, line[k:k + max_chars]) for k in range(0, len(line), max_chars))
+            i += 1
+            continue
+        size, j = 0, i
+        while j < len(lines) and size + len(lines[j]) <= max_chars:
+            size += len(lines[j])
+            j += 1
+        if j < len(lines) and starts:
+            cut = max((s for s in starts if i < s <= j), default=None)
+            j = cut if cut is not None else j
+        pieces.append((i, "".join(lines[i:j])))
+        i = j
     return pieces
 
 
-def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CHARS_PER_TOKEN) -> list[SourceUnit]:
-    """Return [] when the unit fits; otherwise its parts (and set the unit's head prompt)."""
-    if estimate_tokens(unit.code, chars_per_token) <= budget_tokens:
+def _estimate_fits(budget_tokens: int, chars_per_token: float) -> Callable[[SourceUnit], bool]:
+    return lambda u: estimate_tokens(u.prompt_code or u.code, chars_per_token) <= budget_tokens
+
+
+def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CHARS_PER_TOKEN,
+               fits: Callable[[SourceUnit], bool] | None = None) -> list[SourceUnit]:
+    """Return [] when the unit fits; otherwise its parts (and set the unit's head prompt).
+    `fits(unit)`: whether the unit's whole prompt fits the window (default: a character estimate)."""
+    fits = fits or _estimate_fits(budget_tokens, chars_per_token)
+    if fits(unit):
         return []
-    pieces = _split_lines(unit.code, budget_tokens, chars_per_token)
+    starts = statement_starts(unit.code, unit.language)
+    pending = [(off, text) for off, text in _split_lines(unit.code, budget_tokens, chars_per_token, starts)]
+    pieces: list[tuple[int, str]] = []
+    while pending:  # recurse on any piece the real count says is still too long
+        off, text = pending.pop(0)
+        piece = replace(unit, code=text, existing_doc="", prompt_code="", kind="part")
+        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+        if fits(piece) or (lines <= 1 and len(text) <= 64):
+            pieces.append((off, text))
+            continue
+        smaller = max(16, int(min(budget_tokens, len(text) / chars_per_token) * 0.7))
+        sub_starts = {s - off for s in starts if s > off}
+        pending[:0] = [(off + o, t) for o, t in _split_lines(text, smaller, chars_per_token, sub_starts)]
     n = len(pieces)
     parts = []
     for k, (offset, text) in enumerate(pieces, start=1):
@@ -60,10 +111,13 @@ def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CH
             parent=unit.qualname, prompt_code="",
         ))
     unit.parts = [p.uid for p in parts]
-    head = _split_lines(unit.code, budget_tokens // 2, chars_per_token)[0][1]
-    unit.prompt_code = (
-        head.rstrip("\n")
-        + f"\n# ... {unit.end_line - unit.start_line + 1} lines in all; the rest was documented in {n} parts"
-          " (summaries in the context)\n"
-    )
+    note = (f"\n# ... {unit.end_line - unit.start_line + 1} lines in all; the rest was documented in {n} parts"
+            " (summaries in the context)\n")
+    head_budget = budget_tokens // 2
+    while True:  # the head prompt must fit too
+        head = _split_lines(unit.code, head_budget, chars_per_token, starts)[0][1]
+        unit.prompt_code = head.rstrip("\n") + note
+        if fits(unit) or head_budget <= 16:
+            break
+        head_budget //= 2
     return parts

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from app.docgen import pyimports
 from app.docgen.checks import repository_identifiers
 from app.docgen.chunker import FileChunks, chunk_source
 from app.docgen.graph import Schedule, build_deps, schedule
-from app.docgen.parts import CHARS_PER_TOKEN, split_unit
+from app.docgen.parts import CHARS_PER_TOKEN, estimate_tokens, split_unit
 from app.docgen.units import SourceUnit
 from app.docgen.walker import WalkConfig, WalkResult, walk
 
@@ -29,6 +30,9 @@ class PlanConfig:
     # Measured with the generator's tokenizer when it offers one (see runner.calibrate).
     chars_per_token: float = CHARS_PER_TOKEN
     prompt_overhead_tokens: int = PROMPT_OVERHEAD_TOKENS
+    # The generator's exact count of a chunk's whole prompt (`count_prompt_tokens`), when it has one:
+    # then every part is split until its prompt + context budget + new tokens fit max_seq_length.
+    count_prompt_tokens: Callable | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
@@ -38,6 +42,13 @@ class PlanConfig:
                 f"max_seq_length {self.max_seq_length} leaves no room for code after {self.max_new_tokens} new "
                 f"tokens and ~{self.prompt_overhead_tokens + CONTEXT_BUDGET_TOKENS} prompt tokens; raise --max-seq-length"
             )
+
+    def fits(self, unit: SourceUnit) -> bool:
+        """Whether the unit's prompt, its callee context and the generated tokens fit the window."""
+        if self.count_prompt_tokens is None:
+            return estimate_tokens(unit.prompt_code or unit.code, self.chars_per_token) <= self.code_budget
+        prompt = int(self.count_prompt_tokens(unit.to_chunk("")))
+        return prompt + CONTEXT_BUDGET_TOKENS + self.max_new_tokens <= self.max_seq_length
 
     @property
     def code_budget(self) -> int:
@@ -78,7 +89,7 @@ def make_plan(root: str | Path, cfg: PlanConfig | None = None) -> Plan:
     for fc in files:
         for u in fc.units:
             units.append(u)
-            units.extend(split_unit(u, cfg.code_budget, cfg.chars_per_token))
+            units.extend(split_unit(u, cfg.code_budget, cfg.chars_per_token, fits=cfg.fits))
     deps = build_deps(units, py_imports)
     sched = schedule(units, deps, fast=cfg.fast)
     # File and folder names count as identifiers too: docs name modules (`shapes`, `test_cli`).

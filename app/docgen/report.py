@@ -28,6 +28,7 @@ class RunReport:
     generation_seconds: float = 0.0
     wall_seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)  # lines about what was written where
+    warnings: list[str] = field(default_factory=list)  # problems the user must look at (the run exits 1)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -82,4 +83,5 @@ def format_report(rep: RunReport, max_flagged: int = 15) -> str:
     for uid, err in list(rep.errors.items())[:max_flagged]:
         lines.append(f"  error {uid}: {err}")
     lines.extend(rep.outputs)
+    lines.extend(f"warning: {w}" for w in rep.warnings)
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from app.docgen import outputs
 from app.docgen.pipeline import RunConfig, execute
 from app.docgen.planner import PlanConfig, make_plan
 from app.docgen.progress import Observer
@@ -18,7 +19,7 @@ from app.docgen.report import RunReport, build_report
 from app.docgen.store import Store
 from app.docgen.walker import WalkConfig
 from app.docgen.writers.docstrings import DocstringReport, write_docstrings
-from app.docgen.writers.markdown import write_markdown
+from app.docgen.store_lock import StoreLock
 from app.llm.types import CodeChunk, DocGenerator
 
 
@@ -51,7 +52,8 @@ class RunOptions:
         self.path = Path(self.path).resolve()
         if not self.path.exists():
             raise ValueError(f"{self.path} does not exist; pass the folder of source code to document")
-        base = self.path if self.path.is_dir() else self.path.parent
+        base = outputs.base_of(self)  # a one-file run: the project folder holding its `.docgen/`
+        self.out_named, self.store_named = self.out is not None, self.store is not None
         self.out = Path(self.out).resolve() if self.out else base / "docs"
         self.store = Path(self.store).resolve() if self.store else base / ".docgen" / "docgen.sqlite"
         if self.write_mode not in (None, "write", "diff"):
@@ -81,10 +83,19 @@ def calibrate(cfg: PlanConfig, plan, generator) -> PlanConfig:
         low = ratios[len(ratios) // 10]  # 10th percentile: most units are denser than this
         cfg = replace(cfg, chars_per_token=min(cfg.chars_per_token, 0.9 * low))
     overhead = int(count_prompt(CodeChunk(code="pass", path="x.py", name="x", signature="x()"))) + 16
-    return replace(cfg, prompt_overhead_tokens=max(cfg.prompt_overhead_tokens, overhead))
+    return replace(cfg, prompt_overhead_tokens=max(cfg.prompt_overhead_tokens, overhead), count_prompt_tokens=count_prompt)
 
 
 def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], observer: Observer) -> RunOutcome:
+    """Output locations are checked before anything is loaded; one run per store at a time."""
+    outputs.check_locations(opts)
+    outputs.prepare_store_dir(opts)
+    with StoreLock(opts.store, observer.message):
+        outputs.check_out_folder(opts)
+        return _run_docgen(opts, make_generator, observer)
+
+
+def _run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], observer: Observer) -> RunOutcome:
     t0 = time.perf_counter()
     observer.message(f"scanning {opts.path}")
     plan_cfg = PlanConfig(walk=opts.walk, max_seq_length=opts.max_seq_length, max_new_tokens=opts.max_new_tokens,
@@ -93,7 +104,9 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
     if not plan.units:
         observer.message("nothing to document")
         ex = _empty_execution()
-        return RunOutcome(report=build_report(plan, ex, time.perf_counter() - t0))
+        report = build_report(plan, ex, time.perf_counter() - t0)
+        outputs.review_sources(opts, plan, report)
+        return RunOutcome(report=report)
     observer.message(f"{len(plan.files)} files, {len(plan.units)} chunks; loading the generator "
                      "(a first load or compilation can take a minute)")
     generator = make_generator()
@@ -115,8 +128,8 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
     finally:
         generator.close()
     observer.message("writing Markdown")
-    pages = write_markdown(plan, ex.docs, report.flagged, opts.out)
-    report.outputs.append(f"Markdown: {len(pages) - 1} pages and an index under {opts.out}")
+    outputs.review_sources(opts, plan, report)
+    pages = outputs.write_pages(opts, plan, ex.docs, report).written
     report.outputs.append(f"store: {opts.store}")
     doc_rep = None
     if opts.write_mode:

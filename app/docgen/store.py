@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.docgen.safe_write import refuse_link
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results(
     key TEXT PRIMARY KEY, text TEXT NOT NULL, summary TEXT NOT NULL, flags TEXT NOT NULL,
@@ -26,6 +28,11 @@ CREATE TABLE IF NOT EXISTS generations(
     id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT, uid TEXT, run_id TEXT, attempt INTEGER, created REAL);
 CREATE TABLE IF NOT EXISTS runs(
     run_id TEXT PRIMARY KEY, started REAL, finished REAL, model_id TEXT, stats TEXT);
+CREATE TABLE IF NOT EXISTS pages(
+    out TEXT, page TEXT, source TEXT, language TEXT, documented INTEGER, total INTEGER, flagged INTEGER,
+    sha TEXT, updated REAL, PRIMARY KEY (out, page));
+CREATE TABLE IF NOT EXISTS files(
+    path TEXT PRIMARY KEY, size INTEGER, updated REAL);
 """
 
 
@@ -69,10 +76,23 @@ class StoredResult:
     attempts: int = 1
 
 
+@dataclass
+class PageRow:
+    page: str  # posix, relative to the output folder
+    source: str  # the source file it documents, relative to the scanned folder
+    language: str
+    documented: int
+    total: int
+    flagged: int
+    sha: str  # sha256 of the bytes written, to tell a page edited since
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for f in [self.path] + [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm", "-journal")]:
+            refuse_link(f)  # SQLite would open (and write) through them
         self.db = sqlite3.connect(str(self.path), timeout=30.0)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against a killed process in WAL mode (only an OS crash can lose a commit).
@@ -92,9 +112,12 @@ class Store:
         return StoredResult(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8])
 
     def put_many(self, items: list[tuple[StoredResult, str, str, str, str]], run_id: str, replace: bool) -> None:
-        """Commit a finished batch atomically: (result, uid, path, qualname, code hash) per chunk."""
+        """Commit a finished batch atomically: (result, uid, path, qualname, code hash) per chunk.
+
+        Without `replace`, a key another run stored meanwhile (two runs on one store) keeps the first
+        result: same key, same inputs, so either is right, and the batch is never lost to a conflict."""
         now = time.time()
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self.db:
             for res, uid, path, qualname, chash in items:
                 self.db.execute(
@@ -137,6 +160,36 @@ class Store:
                 return s["generation_seconds"] / s["generated"]
         return None
 
+    # Markdown pages docgen wrote, per output folder (`out` as the path relative to the store's folder,
+    # so moving the project with its store keeps them known): only these are overwritten or removed.
+    def pages(self, out: str) -> dict[str, PageRow]:
+        rows = self.db.execute("SELECT page, source, language, documented, total, flagged, sha FROM pages"
+                               " WHERE out = ?", (out,))
+        return {r[0]: PageRow(*r) for r in rows}
+
+    def put_page(self, out: str, row: PageRow) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO pages VALUES (?,?,?,?,?,?,?,?,?)",
+                            (out, row.page, row.source, row.language, row.documented, row.total, row.flagged,
+                             row.sha, time.time()))
+
+    def drop_page(self, out: str, page: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM pages WHERE out = ? AND page = ?", (out, page))
+
+    def unit_paths(self) -> set[str]:
+        """Source files this store documented (to recognise pages of a docgen without a page ledger)."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT path FROM units")}
+
+    # Source sizes at the last run, so a file that became empty (or much smaller) is reported.
+    def file_sizes(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT path, size FROM files").fetchall())
+
+    def record_files(self, sizes: dict[str, int]) -> None:
+        now = time.time()
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?)", [(p, n, now) for p, n in sizes.items()])
+
     def count(self, table: str) -> int:
-        assert table in ("results", "units", "generations", "runs")
+        assert table in ("results", "units", "generations", "runs", "pages", "files")
         return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -32,6 +32,7 @@ class SourceUnit:
     part_of: str = ""  # uid of the whole unit when this is a part
     parts: list[str] = field(default_factory=list)  # uids of this unit's parts when it was split
     prompt_code: str = ""  # code shown to the model when it differs from `code` (a split unit's head)
+    exported: bool = True  # public API by the language's rule (see exports.py); `docgen check` uses it
 
     @property
     def uid(self) -> str:

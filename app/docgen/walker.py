@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.docgen.gitignore import GitIgnore
-from app.docgen.languages import language_for
+from app.docgen.languages import header_language, language_for
 
 # Folders that hold vendored, generated or tool-managed code, never the project's own.
 SKIP_DIRS = {
@@ -98,23 +98,27 @@ def walk(root: str | os.PathLike, cfg: WalkConfig | None = None) -> WalkResult:
     if not root.exists():
         raise ValueError(f"{root} does not exist; pass a folder (or file) of source code to document")
     result = WalkResult(root=root)
-    if root.is_file():
-        base, only = root.parent, root.name
-    else:
-        base, only = root, None
-        result.root = root
+    if root.is_file():  # one file: named relative to its project, so its uids and page match a full run's
+        base = file_base(root)
+        _visit_file(root, root.relative_to(base).as_posix(), cfg, GitIgnore(), result)
+        return result
+    base = root
     ignore = GitIgnore()
     extra = {Path(p).resolve() for p in cfg.extra_skip_dirs}
     for dirpath, dirnames, filenames in os.walk(base, onerror=lambda e: result.skip(str(e.filename), "unreadable folder")):
         d = Path(dirpath)
         rel_dir = "" if d == base else d.relative_to(base).as_posix()
-        if only is None and (d / ".gitignore").is_file():
+        if (d / ".gitignore").is_file():
             ignore.add_file(d / ".gitignore", rel_dir)
         kept = []
         for name in sorted(dirnames):
             rel = f"{rel_dir}/{name}" if rel_dir else name
             full = d / name
-            if name in SKIP_DIRS or full.resolve() in extra or full.is_symlink():
+            if name == ".docgen":  # docgen's own store: never sources, and not worth a line in every report
+                continue
+            if full.resolve() in extra and not full.is_symlink():
+                result.skip(rel + "/", "docgen's Markdown output folder (--out)")
+            elif name in SKIP_DIRS or full.is_symlink():
                 result.skip(rel + "/", "vendored, generated or tool folder")
             elif ignore.ignored(rel, is_dir=True):
                 result.skip(rel + "/", "ignored by .gitignore")
@@ -124,12 +128,24 @@ def walk(root: str | os.PathLike, cfg: WalkConfig | None = None) -> WalkResult:
                 kept.append(name)
         dirnames[:] = kept
         for name in sorted(filenames):
-            if only is not None and name != only:
-                continue
             _visit_file(d / name, f"{rel_dir}/{name}" if rel_dir else name, cfg, ignore, result)
-        if only is not None:
-            break
     return result
+
+
+def file_base(path: Path) -> Path:
+    """The folder a one-file run works in: the nearest folder above the file that holds docgen's
+    store (`.docgen/`), looking no higher than the top of the file's git work tree; else the
+    file's own folder. So `docgen run pkg/a.py` updates the project's store, page and index."""
+    path = Path(path).resolve()
+    tops = [f for f in path.parents if (f / ".git").exists()]
+    if not tops:  # outside git: no boundary to stop at, so no search (a stray /tmp/.docgen must not capture it)
+        return path.parent
+    for folder in path.parents:
+        if (folder / ".docgen").is_dir() and not (folder / ".docgen").is_symlink():
+            return folder
+        if folder == tops[0]:
+            break
+    return path.parent
 
 
 def _visit_file(path: Path, rel: str, cfg: WalkConfig, ignore: GitIgnore, result: WalkResult) -> None:
@@ -145,7 +161,8 @@ def _visit_file(path: Path, rel: str, cfg: WalkConfig, ignore: GitIgnore, result
     if language is None:
         result.skip(rel, "not a supported language")
         return
-    if cfg.languages is not None and language not in cfg.languages:
+    maybe_cpp_header = language == "c" and path.suffix.lower() == ".h"  # decided from its text below
+    if cfg.languages is not None and language not in cfg.languages and not (maybe_cpp_header and "cpp" in cfg.languages):
         result.skip(rel, "language not selected (--languages)")
         return
     try:
@@ -157,4 +174,9 @@ def _visit_file(path: Path, rel: str, cfg: WalkConfig, ignore: GitIgnore, result
     if text is None:
         result.skip(rel, reason)
         return
+    if maybe_cpp_header:
+        language = header_language(text)
+        if cfg.languages is not None and language not in cfg.languages:
+            result.skip(rel, "language not selected (--languages)")
+            return
     result.files.append(SourceFile(path=path, rel=rel, language=language, text=text, size=size))

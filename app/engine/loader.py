@@ -97,12 +97,32 @@ def iter_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
                 yield name, fh.get_tensor(name)
 
 
+# Bytes of tensor data sampled per file for the fingerprint: SAMPLE_COUNT windows of SAMPLE_BYTES
+# spread evenly over the file (1 MiB read, whatever the checkpoint's size).
+SAMPLE_COUNT, SAMPLE_BYTES = 16, 64 * 1024
+
+
 def checkpoint_fingerprint(files: list[Path]) -> str:
-    """Cheap identity of a checkpoint (names, sizes, mtimes) for on-disk caches."""
+    """Identity of a checkpoint's contents for on-disk caches (the quantized-weights cache).
+
+    Names, sizes and mtimes are not enough: two fine-tunes of one base have equal sizes, and
+    Docker layers, `cp -p` or SOURCE_DATE_EPOCH give them equal mtimes, so the second would load
+    the first's cached weights. The digest covers each file's resolved path, size, nanosecond
+    mtime, its whole safetensors header (names, dtypes, shapes, offsets, metadata) and 16 evenly
+    spaced 64 KiB windows of its bytes, so different weights differ in the digest even when
+    they sit at the same path with the same size and mtime (short of identical sampled bytes).
+    """
     import hashlib
 
     h = hashlib.sha256()
     for f in files:
         st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+        h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\0".encode())
+        with open(f, "rb") as fh:
+            if f.suffix == ".safetensors" and st.st_size >= 8:
+                n = int.from_bytes(fh.read(8), "little")
+                h.update(fh.read(min(n, st.st_size - 8)))
+            for i in range(SAMPLE_COUNT):
+                fh.seek(st.st_size * i // SAMPLE_COUNT)
+                h.update(fh.read(SAMPLE_BYTES))
     return h.hexdigest()[:16]

@@ -137,10 +137,10 @@ def test_other_language_details():
     assert c["add"].params == ["a", "b"] and c["add"].existing_doc == "adds" and c["main"].calls == ["add"]
 
 
-def test_duplicate_names_are_numbered():
+def test_getter_and_setter_are_one_unit():
     src = "class P:\n    @property\n    def x(self):\n        return 1\n\n    @x.setter\n    def x(self, v):\n        pass\n"
     quals = [u.qualname for u in chunk_source("p.py", "python", src).units]
-    assert quals == ["<module>", "P", "P.x", "P.x#2"]
+    assert quals == ["<module>", "P", "P.x"]  # one property, one doc (merged by overloads.py)
 
 
 def test_syntax_error_still_chunks():

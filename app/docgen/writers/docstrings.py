@@ -15,7 +15,9 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.docgen import safe_write
 from app.docgen.units import MODULE
+from app.docgen.walker import file_base
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -46,6 +48,10 @@ def git_state(path: Path) -> str:
     return "untracked" if line.startswith("??") else "dirty"
 
 
+def _is_overload(node) -> bool:
+    return any(ast.unparse(d).split(".")[-1] == "overload" for d in getattr(node, "decorator_list", []))
+
+
 def _named_defs(tree: ast.Module) -> dict[str, ast.AST]:
     """Qualname -> node, numbering repeats (#2, #3) in source order as the chunker does."""
     out: dict[str, ast.AST] = {MODULE: tree}
@@ -57,6 +63,8 @@ def _named_defs(tree: ast.Module) -> dict[str, ast.AST]:
                 qual = f"{prefix}.{node.name}" if prefix else node.name
                 seen[qual] = seen.get(qual, 0) + 1
                 out[qual if seen[qual] == 1 else f"{qual}#{seen[qual]}"] = node
+                if seen[qual] > 1 and _is_overload(out[qual]):  # the chunker merges overloads into one
+                    out[qual] = node  # unit; its doc belongs on the implementation, after the stubs
                 if isinstance(node, ast.ClassDef):
                     visit(node.body, qual)
 
@@ -147,7 +155,10 @@ def write_docstrings(root: Path, files: dict[str, dict[str, str]], mode: str, fo
     rep = DocstringReport()
     diffs = []
     for rel, docs in sorted(files.items()):
-        path = (root / rel) if root.is_dir() else root
+        path = root / rel if root.is_dir() else file_base(root) / rel
+        if path.is_symlink():  # swapped for a link since it was read: neither read nor written through
+            rep.refused[rel] = "is a symbolic link now (docgen does not write through links); left alone"
+            continue
         if mode == "write" and not force:
             state = git_state(path)
             if state != "clean":
@@ -177,7 +188,11 @@ def write_docstrings(root: Path, files: dict[str, dict[str, str]], mode: str, fo
             diffs.append("".join(difflib.unified_diff(original.splitlines(keepends=True), new.splitlines(keepends=True),
                                                       fromfile=f"a/{rel}", tofile=f"b/{rel}")))
         else:
-            path.write_text(new, encoding="utf-8", newline="")
+            try:  # atomic, and never through a link (a source swapped for one mid-run, a hard link)
+                safe_write.write_text(root if root.is_dir() else file_base(root), rel, new, encoding="utf-8")
+            except (safe_write.UnsafeWrite, OSError) as exc:
+                rep.refused[rel] = f"not written: {exc}"
+                continue
             rep.written.append(rel)
     rep.diff = "".join(diffs)
     return rep
