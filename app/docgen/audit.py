@@ -42,7 +42,7 @@ def check_docs(plan: Plan, store: Store | None) -> CheckOutcome:
         row = store.unit_row(u.uid) if store is not None else None
         if row is None:
             out.missing.append(u.uid)
-        elif row[1] != code_hash(u.code):
+        elif row[1] != code_hash(u.stable_code):
             out.stale.append((u.uid, "the code changed since its doc was generated (rerun docgen run)"))
     return out
 

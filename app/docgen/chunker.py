@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from app.docgen import nodes as N
+from app.docgen.dockey import KeyForms
 from app.docgen.languages import get_parser
 from app.docgen.langspec import SPECS, Spec
 from app.docgen.units import MODULE, SourceUnit
@@ -171,4 +172,8 @@ def chunk_source(rel: str, language: str, text: str) -> FileChunks:
         calls=N.call_names(root, chunker.spec, src, skip=[(o.start_byte, o.end_byte) for o, _ in nodes]),
     )
     module.signature = f"module {rel}"
+    keys = KeyForms(root, chunker.spec, src, language, nodes)  # cache keys blind to docstrings
+    for unit, (outer, body) in zip(units, nodes):
+        unit.key_code = keys.text(outer.start_byte, outer.end_byte, skeleton=body is None)
+    module.key_code = keys.text(0, len(src), skeleton=True)
     return FileChunks(path=rel, language=language, units=[module] + units, parse_errors=root.has_error)

@@ -48,7 +48,10 @@ def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CH
     """Return [] when the unit fits; otherwise its parts (and set the unit's head prompt)."""
     if estimate_tokens(unit.code, chars_per_token) <= budget_tokens:
         return []
-    pieces = _split_lines(unit.code, budget_tokens, chars_per_token)
+    # Without docstrings: --write must not move the part boundaries. (Part line numbers then
+    # count from the docstring-free code; nothing shows them.)
+    code = unit.stable_code
+    pieces = _split_lines(code, budget_tokens, chars_per_token)
     n = len(pieces)
     parts = []
     for k, (offset, text) in enumerate(pieces, start=1):
@@ -56,14 +59,14 @@ def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CH
         parts.append(replace(
             unit, name=f"{unit.name} [part {k}/{n}]", qualname=f"{unit.qualname}[part {k}/{n}]", kind="part",
             start_line=unit.start_line + offset, end_line=unit.start_line + offset + max(lines, 1) - 1,
-            code=text, existing_doc="", calls=[], params=[], raises=[], part_of=unit.uid, parts=[],
+            code=text, key_code="", existing_doc="", calls=[], params=[], raises=[], part_of=unit.uid, parts=[],
             parent=unit.qualname, prompt_code="",
         ))
     unit.parts = [p.uid for p in parts]
-    head = _split_lines(unit.code, budget_tokens // 2, chars_per_token)[0][1]
+    head = _split_lines(code, budget_tokens // 2, chars_per_token)[0][1]
     unit.prompt_code = (
         head.rstrip("\n")
-        + f"\n# ... {unit.end_line - unit.start_line + 1} lines in all; the rest was documented in {n} parts"
+        + f"\n# ... {code.count(chr(10)) + 1} lines in all; the rest was documented in {n} parts"
           " (summaries in the context)\n"
     )
     return parts

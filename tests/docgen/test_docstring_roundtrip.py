@@ -115,7 +115,8 @@ def test_bom_kept(tmp_path):
 
 
 def test_form_feeds_between_functions(tmp_path):
-    old = b"def g():\n    return 1\n\x0c\n\x0cdef f(x):\n\x0c    y = x\n    return y\n\nclass C:\n\x0c    def m(self):\n        pass\n"
+    old = (b"def g():\n    return 1\n\x0c\n\x0cdef f(x):\n\x0c    y = x\n    return y\n\n"
+           b"class C:\n\x0c    def m(self):\n        pass\n")
     rep, new = run_write(tmp_path, "a.py", old, {"g": "G.", "f": "F.", "C": "C.", "C.m": "M."})
     assert rep.written == ["a.py"] and not rep.skipped and only_insertions(old, new)
     assert docs_of(new) == {"g": "G.", "f": "F.", "C": "C.", "C.m": "M."}
