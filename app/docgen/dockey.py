@@ -110,8 +110,8 @@ class KeyForms:
             if body is None:
                 continue
             colon = _colon(body.parent, body) if language == "python" and body.parent is not None else None
-            if colon is not None and not src[colon.end_byte:body.start_byte].strip():
-                self.elisions.append((colon.end_byte, body.end_byte, b" ..."))  # one form for one-liners too
+            if colon is not None:  # one form for one-liners too; leading body comments go with the body
+                self.elisions.append((colon.end_byte, body.end_byte, b" ..."))
             else:
                 self.elisions.append((body.start_byte, body.end_byte, b"..." if language == "python" else b"{ ... }"))
 

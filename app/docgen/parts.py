@@ -51,6 +51,9 @@ def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CH
     # Without docstrings: --write must not move the part boundaries. (Part line numbers then
     # count from the docstring-free code; nothing shows them.)
     code = unit.stable_code
+    if code != unit.code and estimate_tokens(code, chars_per_token) <= budget_tokens:
+        unit.prompt_code = code  # it fits without its docstrings (--write made it long): shown so
+        return []
     pieces = _split_lines(code, budget_tokens, chars_per_token)
     n = len(pieces)
     parts = []

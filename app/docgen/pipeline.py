@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from app.docgen.checks import check_doc, failure_feedback
 from app.docgen.planner import CONTEXT_BUDGET_TOKENS, Plan
 from app.docgen.progress import Observer
-from app.docgen.store import Store, StoredResult, code_hash, first_sentence, result_key
+from app.docgen.store import Store, StoredResult, code_hash, first_sentence, result_key, storable
 from app.docgen.units import SourceUnit
 from app.llm.types import DocGenerator, DocResult
 
@@ -150,7 +150,8 @@ async def _run_batch(batch: list[Job], plan: Plan, generator: DocGenerator, stor
                 final.append((job, first, failures, 2))
     items = []
     for job, res, failures, attempts in final:
-        stored = StoredResult(key=job.key, text=res.text.strip(), summary=first_sentence(res.text), flags=failures,
+        text = storable(res.text)  # a lone surrogate would break the store, the pages and the sources
+        stored = StoredResult(key=job.key, text=text.strip(), summary=first_sentence(text), flags=failures,
                               model_id=cfg.model_id, prompt_tokens=res.prompt_tokens,
                               completion_tokens=res.completion_tokens, finish_reason=res.finish_reason,
                               attempts=attempts)

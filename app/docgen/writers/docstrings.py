@@ -99,6 +99,17 @@ class Edit:
     replaces: bool = False  # an existing docstring is replaced (else one is inserted)
 
 
+def _below_header(lines: list[str], row: int, def_row: int) -> int:
+    """The docstring goes right under the header, above the body's leading comments and blank
+    lines (a `# type:` comment must stay first, so it stays above)."""
+    while row - 1 > def_row:
+        above = lines[row - 1].strip(" \t\f\r\n")
+        if above and (not above.startswith("#") or above.startswith("# type:")):
+            break
+        row -= 1
+    return row
+
+
 def _edit(node, has_doc: bool, text: str, lines: list[str], src: PySource) -> Edit | str:
     """The edit that gives `node` the docstring `text`, or why it cannot be made."""
     doc = lambda indent: format_docstring(text, indent, src.encoding)  # noqa: E731
@@ -113,8 +124,9 @@ def _edit(node, has_doc: bool, text: str, lines: list[str], src: PySource) -> Ed
     one_liner = bool(prefix.strip(" \t\f"))  # the body starts on the definition line: `def f(x): return x`
     if not has_doc and not one_liner:  # the common case: new lines above the first statement
         indent = "" if isinstance(node, ast.Module) else _indent_of(prefix)
+        at = row0 if isinstance(node, ast.Module) else _below_header(lines, row0, node.lineno - 1)
         new = doc(indent)
-        return Edit("", row0, row0, [ln + (_ending(line0) or src.newline) for ln in new], text) if new else \
+        return Edit("", at, at, [ln + (_ending(line0) or src.newline) for ln in new], text) if new else \
             "the generated documentation is empty"
     if has_doc:  # the old docstring's lines are replaced; what shares its last line is kept
         end = first.end_lineno
