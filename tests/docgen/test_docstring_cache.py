@@ -121,3 +121,49 @@ def test_plain_rerun_generates_nothing_with_cycles(tmp_path):
     run_fake(root, max_seq_length=1500, max_new_tokens=128)
     _, gen = run_fake(root, max_seq_length=1500, max_new_tokens=128)
     assert gen.calls == 0, gen.generated
+
+
+def test_dependency_graph_is_the_same_in_every_process(tmp_path):
+    """`pkg/__init__.py` and its `.pyi` stub name one module: the choice must not follow set order
+    (it did, so reruns in a new process changed contexts and regenerated)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.docgen.conftest import REPO
+
+    files = {"pkg/__init__.py": "from pkg.impl import helper\n\n\ndef api(x):\n    return helper(x)\n",
+             "pkg/__init__.pyi": "def api(x: int) -> int: ...\n",
+             "pkg/impl.py": "def helper(x):\n    return x\n",
+             "use.py": "import pkg\n\n\ndef go():\n    return pkg.api(1)\n"}
+    root = write(tmp_path / "p", files)
+    code = ("import json, sys\nfrom app.docgen.planner import make_plan\n"
+            f"p = make_plan({str(root)!r})\n"
+            "print(json.dumps({k: sorted(v) for k, v in p.schedule.deps.items()}, sort_keys=True))\n")
+    outs = set()
+    for seed in ("1", "6", "7"):  # 6 and 7 picked the stub before the fix (CPython 3.11)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": seed}
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        outs.add(res.stdout)
+    assert len(outs) == 1
+    assert json.loads(outs.pop())["use.py::go"] == ["pkg/__init__.py::api"]  # the implementation, not the stub
+
+
+def test_signature_ends_at_the_colon():
+    src = "def f(a,\n      b):  # why\n    # leading comment\n    return a\n\n\nclass K(object):  # base\n    # c\n    x = 1\n"
+    units = _units("s.py", "python", src)
+    assert units["f"].signature == "def f(a, b)" and units["K"].signature == "class K(object)"
+
+
+def test_unit_that_fits_only_without_docstrings_is_not_split():
+    from app.docgen.parts import estimate_tokens, split_unit
+
+    body = "".join(f"    v{i} = x * {i}\n" for i in range(40))
+    doc = '    """' + "Long words. " * 200 + '"""\n'
+    unit = _units("l.py", "python", f"def f(x):\n{doc}{body}    return v0\n")["f"]
+    budget = estimate_tokens(unit.stable_code) + 5
+    assert estimate_tokens(unit.code) > budget
+    assert split_unit(unit, budget) == [] and unit.prompt_code == unit.stable_code
+    assert "Long words" not in unit.prompt_code and "v39 = x * 39" in unit.prompt_code

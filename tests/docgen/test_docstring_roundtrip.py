@@ -188,3 +188,34 @@ def test_refused_writes_exit_nonzero_and_are_listed(tmp_path, capsys):
     assert '"""Handles `f`' in (root / "a.py").read_text()
     git_init(root)  # commit everything: nothing is refused and the run succeeds
     assert main(["run", str(root), "--generator", "fake", "--plain", "--write"]) == 0
+
+
+def test_docstring_goes_above_leading_body_comments(tmp_path):
+    old = (b"def f(\n    a,  # arg\n):\n    # explains the body\n\n    return a\n\n\n"
+           b"def g(a):\n    # type: (int) -> int\n    return a\n")
+    rep, new = run_write(tmp_path, "a.py", old, {"f": "F.", "g": "G."})
+    assert new == (b'def f(\n    a,  # arg\n):\n    """F."""\n    # explains the body\n\n    return a\n\n\n'
+                   b'def g(a):\n    # type: (int) -> int\n    """G."""\n    return a\n')
+
+
+def test_lone_surrogate_from_the_model_is_stored_and_written(tmp_path):
+    from app.docgen.fake_generator import FakeDocGenerator
+    from app.docgen.store import Store
+    from tests.docgen.conftest import run_fake
+
+    class Surrogates(FakeDocGenerator):
+        def _text(self, chunk):
+            return "Bad \ud800 char \udfff.\n\nMore."
+
+    root = write(tmp_path / "r", {"a.py": "def f(x):\n    return x\n"})
+    git_init(root)
+    out, _ = run_fake(root, Surrogates(), write_mode="write")
+    assert out.docstrings.written == ["a.py"] and not out.docstrings.failed
+    assert docs_of((root / "a.py").read_bytes())["f"].startswith("Bad \ufffd char \ufffd.")
+    store = Store(root / ".docgen" / "docgen.sqlite")
+    try:
+        texts = [r[0] for r in store.db.execute("SELECT text FROM results")]
+    finally:
+        store.close()
+    assert texts and all("\ufffd" in t for t in texts)
+    assert "\ufffd" in (root / "docs" / "a.py.md").read_text(encoding="utf-8")
