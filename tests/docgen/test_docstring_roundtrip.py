@@ -219,3 +219,19 @@ def test_lone_surrogate_from_the_model_is_stored_and_written(tmp_path):
         store.close()
     assert texts and all("\ufffd" in t for t in texts)
     assert "\ufffd" in (root / "docs" / "a.py.md").read_text(encoding="utf-8")
+
+
+def test_latin1_source_documented_end_to_end(tmp_path):
+    """A latin-1 file with non-ASCII bytes is read by its declaration (not skipped) and written back in latin-1."""
+    from tests.docgen.conftest import run_fake
+
+    old = "# -*- coding: latin-1 -*-\n# Grüße\ndef f(x):\n    return 'é' + x\n".encode("latin-1")
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a.py").write_bytes(old)
+    git_init(root)
+    out, _ = run_fake(root, write_mode="write")
+    assert out.docstrings.written == ["a.py"] and not out.docstrings.failed
+    new = (root / "a.py").read_bytes()
+    assert only_insertions(old, new) and new.decode("latin-1").startswith("# -*- coding: latin-1 -*-\n# Grüße\n")
+    assert docs_of(new)["f"].startswith("Handles `f`")
