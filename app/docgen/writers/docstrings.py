@@ -1,10 +1,14 @@
 """Write generated docs back into Python sources as docstrings, safely.
 
 Only docstring statements change: a new docstring is inserted as the first statement of a
-module/class/function, or (with `overwrite`) an existing one is replaced. The new source must
-parse and be AST-equal to the original once docstrings are removed from both, else the file is
-left alone. Human docstrings are kept unless `overwrite`. Files with uncommitted changes (or not
-under git) are refused unless `force`, so the user can always review and revert with git.
+module/class/function (right under the header; a body on the definition line, `def f(x): return x`,
+moves under it), or (with `overwrite`) an existing one is replaced. Everything else keeps its
+bytes: encoding, BOM, line endings, form feeds (`pysource`); the text is escaped so that it reads
+back as generated (`pyliteral`). Each edit is checked: the file must parse, be AST-equal to the
+original once docstrings are removed, and every docstring must read back as its text. An edit
+that fails is dropped alone and reported; the others are written. Human docstrings are kept
+unless `overwrite`. Files with uncommitted changes (or not under git) are refused unless `force`,
+so the user can always review and revert with git.
 """
 from __future__ import annotations
 
@@ -112,23 +116,31 @@ def _below_header(lines: list[str], row: int, def_row: int) -> int:
 
 def _edit(node, has_doc: bool, text: str, lines: list[str], src: PySource) -> Edit | str:
     """The edit that gives `node` the docstring `text`, or why it cannot be made."""
-    doc = lambda indent: format_docstring(text, indent, src.encoding)  # noqa: E731
+    if not normalize_doc(text):
+        return "the generated documentation is empty"
     if not node.body:  # an empty module: the docstring goes at the end
-        return Edit("", len(lines), len(lines), [ln + src.newline for ln in doc("")], text)
+        return Edit("", len(lines), len(lines), [ln + src.newline for ln in format_docstring(text, "", src.encoding)],
+                    text)
     first = node.body[0]
     decorated = getattr(first, "decorator_list", None)
     row0 = (min(d.lineno for d in decorated) if decorated else first.lineno) - 1
     line0 = lines[row0]
     col0 = len(line0) - len(line0.lstrip(" \t\f")) if decorated else byte_col_to_char(line0, first.col_offset)
     prefix = line0[:col0]
-    one_liner = bool(prefix.strip(" \t\f"))  # the body starts on the definition line: `def f(x): return x`
-    if not has_doc and not one_liner:  # the common case: new lines above the first statement
-        indent = "" if isinstance(node, ast.Module) else _indent_of(prefix)
-        at = row0 if isinstance(node, ast.Module) else _below_header(lines, row0, node.lineno - 1)
-        new = doc(indent)
-        return Edit("", at, at, [ln + (_ending(line0) or src.newline) for ln in new], text) if new else \
-            "the generated documentation is empty"
-    if has_doc:  # the old docstring's lines are replaced; what shares its last line is kept
+    if has_doc or prefix.strip(" \t\f"):  # replace a docstring, or split `def f(x): return x`
+        return _rewrite(node, has_doc, text, lines, src, row0, col0)
+    indent = "" if isinstance(node, ast.Module) else _indent_of(prefix)
+    at = row0 if isinstance(node, ast.Module) else _below_header(lines, row0, node.lineno - 1)
+    new = format_docstring(text, indent, src.encoding)
+    return Edit("", at, at, [ln + (_ending(line0) or src.newline) for ln in new], text)
+
+
+def _rewrite(node, has_doc: bool, text: str, lines: list[str], src: PySource, row0: int, col0: int) -> Edit | str:
+    """Lines row0.. rewritten: the old docstring replaced (what shares its last line kept), and/or
+    a body that starts on the definition line moved under it."""
+    first, line0 = node.body[0], lines[row0]
+    prefix = line0[:col0]
+    if has_doc:
         end = first.end_lineno
         content = lines[end - 1].rstrip("\r\n")
         tail = content[byte_col_to_char(content, first.end_col_offset):].strip()
@@ -138,7 +150,8 @@ def _edit(node, has_doc: bool, text: str, lines: list[str], src: PySource) -> Ed
     last_ending = _ending(lines[end - 1])
     nl = last_ending or src.newline
     out: list[str] = []
-    if one_liner:
+    lead = ""
+    if prefix.strip(" \t\f"):  # the header: `def f(x):` keeps its line, the body goes below
         def_line = lines[node.lineno - 1]
         def_indent = def_line[:byte_col_to_char(def_line, node.col_offset)]
         if not prefix.rstrip().endswith(":") or def_indent.strip(" \t\f"):
@@ -146,15 +159,12 @@ def _edit(node, has_doc: bool, text: str, lines: list[str], src: PySource) -> Ed
         def_indent = _indent_of(def_indent)
         indent = def_indent + ("\t" if "\t" in def_indent else "    ")
         out.append(prefix.rstrip() + nl)
-        lead = ""
     else:
         indent = "" if isinstance(node, ast.Module) else _indent_of(prefix)
         lead = prefix[: len(prefix) - len(indent)]  # a form feed that started the old docstring's line
-    new = doc(indent)
-    if not new:
-        return "the generated documentation is empty"
+    new = format_docstring(text, indent, src.encoding)
     new[0] = lead + new[0]
-    if tail.startswith("#"):
+    if tail.startswith("#"):  # a comment after the old docstring stays with it
         new[-1] += "  " + tail
         tail = ""
     out += [ln + nl for ln in new]
