@@ -108,7 +108,7 @@ class Store:
             for res, uid, path, qualname, chash in items:
                 self.db.execute(
                     f"{verb} INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (res.key, storable(res.text), storable(res.summary), json.dumps(res.flags), res.model_id, res.prompt_tokens,
+                    (res.key, res.text, res.summary, json.dumps(res.flags), res.model_id, res.prompt_tokens,
                      res.completion_tokens, res.finish_reason, res.attempts, run_id, now))
                 for attempt in range(1, res.attempts + 1):
                     self.db.execute("INSERT INTO generations(key, uid, run_id, attempt, created) VALUES (?,?,?,?,?)",
