@@ -7,6 +7,7 @@ import random
 import pytest
 
 from app.cli import main
+from app.docgen.chunker import chunk_source
 from app.docgen.writers import docstrings as D
 from app.docgen.writers.docstrings import write_docstrings
 from app.docgen.writers.pyliteral import format_docstring, literal_value, normalize_doc
@@ -74,6 +75,19 @@ def test_nasty_text_round_trips_everywhere(tmp_path, encoding):
         data.decode(encoding)  # still in its declared encoding
         stripped = D.strip_docstrings(ast.parse(data))
         assert stripped == D.strip_docstrings(ast.parse(original))
+        # and the cache keys do not see what was written (item 5)
+        keys = [{u.qualname: u.stable_code for u in chunk_source("m.py", "python", d.decode(encoding)).units}
+                for d in (original, data)]
+        assert keys[0] == keys[1], texts
+        # replacing them (--overwrite) round-trips as well
+        again = {q: nasty(rng) for q in QUALS}
+        rep, data2 = run_write(tmp_path, f"m{i}.py", data, again, overwrite=True)
+        assert not rep.refused and all("empty" in why for _, why in rep.skipped), (again, rep)
+        got2 = docs_of(data2)
+        for q, t in again.items():
+            if normalize_doc(t):
+                assert normalize_doc(got2[q]) == normalize_doc(t), (q, t, got2[q])
+        assert D.strip_docstrings(ast.parse(data2)) == D.strip_docstrings(ast.parse(original))
 
 
 def test_format_docstring_literal_by_itself():
