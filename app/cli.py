@@ -170,7 +170,8 @@ def cmd_run(args, console) -> int:
     print(format_report(outcome.report), flush=True)
     if outcome.docstrings is not None and args.diff:
         print(outcome.docstrings.diff or "(no docstring changes)")
-    return 1 if outcome.report.errors or outcome.report.warnings else 0
+    refused = outcome.docstrings is not None and outcome.docstrings.failed  # listed in the report's outputs
+    return 1 if outcome.report.errors or outcome.report.warnings or refused else 0
 
 
 def cmd_estimate(args) -> int:

@@ -95,7 +95,7 @@ def check_plan(plan: Plan, prefix: str, out: CheckOutcome, store: Store | None =
         stored = store.get(row[0]) if row is not None else None
         if stored is None or not stored.text.strip() or stored.flags:
             out.missing.append(finding)  # nothing stored, an empty doc, or one the checks flagged
-        elif row[1] != code_hash(u.code):
+        elif row[1] != code_hash(u.stable_code):
             finding.why = "the code changed since docgen generated its doc (rerun docgen run)"
             out.stale.append(finding)
         else:

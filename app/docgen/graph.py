@@ -31,7 +31,10 @@ class _Index:
             if u.kind in CALLABLE_KINDS or u.kind in CONTAINER_KINDS:
                 self.by_name[u.name.split(".")[-1]].append(u.uid)
         self.py_modules: dict[str, str] = {}
-        for path in sorted({u.path for u in units if u.language == "python"}, key=lambda p: p.count("/")):
+        # A total order (a set's order changes per process): the shallowest path, a .py before its
+        # .pyi stub, then by name. Otherwise `pkg/__init__.py` vs `.pyi` flipped between runs.
+        paths = {u.path for u in units if u.language == "python"}
+        for path in sorted(paths, key=lambda p: (p.count("/"), p.endswith(".pyi"), p)):
             for name in module_names(path):
                 self.py_modules.setdefault(name, path)
 

@@ -152,13 +152,21 @@ def call_names(node, spec: Spec, src: bytes, skip=()) -> list[str]:
     return list(seen)
 
 
+def _header_end(body) -> int:
+    """Where a definition's header ends: at Python's `:` (a comment after it, or a docstring
+    --write put before that comment, is body), else where the body starts."""
+    colon = next((c for c in reversed(body.parent.children) if c.type == ":" and c.end_byte <= body.start_byte),
+                 None) if body.parent is not None else None
+    return colon.end_byte if colon is not None else body.start_byte
+
+
 def signature(outer, body, src: bytes) -> str:
     if body is None:  # a container (or Go type spec): its header up to its own body
         inner_body = outer.child_by_field_name("body")
-        end = inner_body.start_byte if inner_body is not None else outer.end_byte
+        end = _header_end(inner_body) if inner_body is not None else outer.end_byte
         raw = src[outer.start_byte:end].decode("utf-8", "replace").split("{")[0]
     else:
-        raw = src[outer.start_byte:body.start_byte].decode("utf-8", "replace")
+        raw = src[outer.start_byte:_header_end(body)].decode("utf-8", "replace")
     raw = " ".join(raw.split()).rstrip("{").rstrip(":").strip()
     return raw if len(raw) <= 300 else raw[:297] + "..."
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from app.docgen.checks import check_doc, failure_feedback
 from app.docgen.planner import CONTEXT_BUDGET_TOKENS, Plan
 from app.docgen.progress import Observer
-from app.docgen.store import Store, StoredResult, code_hash, first_sentence, result_key
+from app.docgen.store import Store, StoredResult, code_hash, first_sentence, result_key, storable
 from app.docgen.units import SourceUnit
 from app.llm.types import DocGenerator, DocResult
 
@@ -59,10 +59,9 @@ def build_context(unit: SourceUnit, plan: Plan, docs: dict[str, StoredResult]) -
     lines = []
     if unit.parts:
         lines.append("This code is long; its parts were documented separately:")
-        for uid in unit.parts:
-            p = by_uid[uid]
+        for k, uid in enumerate(unit.parts, start=1):  # no line numbers: an edit above must not change the key
             if uid in docs:
-                lines.append(f"- lines {p.start_line}-{p.end_line}: {docs[uid].summary}")
+                lines.append(f"- part {k} of {len(unit.parts)}: {docs[uid].summary}")
     callees = sorted(d for d in plan.schedule.deps.get(unit.uid, ()) if d not in unit.parts and d in docs)
     if callees:
         lines.append("It uses (documented already):")
@@ -86,15 +85,17 @@ async def execute(plan: Plan, generator: DocGenerator, store: Store, cfg: RunCon
     for w, wave in enumerate(waves):
         jobs: list[Job] = []
         twins: dict[str, list[str]] = {}  # key -> uids of identical units waiting on the first one
+        earlier = dict(ex.docs)  # context sees earlier waves only, as when nothing is reused (same keys)
         for uid in wave:
             unit = plan.by_uid[uid]
-            context = build_context(unit, plan, ex.docs)
-            key = result_key(unit.prompt_code or unit.code, context, cfg.prompt_version, cfg.model_id, cfg.sampling)
+            context = build_context(unit, plan, earlier)
+            key = result_key(unit.prompt_code or unit.stable_code, context, cfg.prompt_version, cfg.model_id,
+                             cfg.sampling)
             stored = store.get(key) if cfg.resume else None
             if stored is not None:
                 ex.docs[uid] = stored
                 ex.reused += 1
-                store.link_unit(uid, unit.path, unit.qualname, key, code_hash(unit.code))
+                store.link_unit(uid, unit.path, unit.qualname, key, code_hash(unit.stable_code))
                 observer.unit_done(uid, cached=True, flags=stored.flags)
             elif key in twins:
                 twins[key].append(uid)
@@ -111,7 +112,7 @@ async def execute(plan: Plan, generator: DocGenerator, store: Store, cfg: RunCon
                     twin = plan.by_uid[uid]
                     ex.docs[uid] = ex.docs[job.unit.uid]
                     ex.reused += 1
-                    store.link_unit(uid, twin.path, twin.qualname, job.key, code_hash(twin.code))
+                    store.link_unit(uid, twin.path, twin.qualname, job.key, code_hash(twin.stable_code))
                     observer.unit_done(uid, cached=True, flags=ex.docs[uid].flags)
     observer.message("all waves done")
     return ex
@@ -149,11 +150,12 @@ async def _run_batch(batch: list[Job], plan: Plan, generator: DocGenerator, stor
                 final.append((job, first, failures, 2))
     items = []
     for job, res, failures, attempts in final:
-        stored = StoredResult(key=job.key, text=res.text.strip(), summary=first_sentence(res.text), flags=failures,
+        text = storable(res.text)  # a lone surrogate would break the store, the pages and the sources
+        stored = StoredResult(key=job.key, text=text.strip(), summary=first_sentence(text), flags=failures,
                               model_id=cfg.model_id, prompt_tokens=res.prompt_tokens,
                               completion_tokens=res.completion_tokens, finish_reason=res.finish_reason,
                               attempts=attempts)
-        items.append((stored, job.unit.uid, job.unit.path, job.unit.qualname, code_hash(job.unit.code)))
+        items.append((stored, job.unit.uid, job.unit.path, job.unit.qualname, code_hash(job.unit.stable_code)))
         ex.docs[job.unit.uid] = stored
         ex.prompt_tokens += res.prompt_tokens
         ex.completion_tokens += res.completion_tokens

@@ -142,8 +142,8 @@ def _run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], ob
             f"docstrings ({opts.write_mode}): {doc_rep.inserted} inserted, {doc_rep.replaced} replaced, "
             f"{doc_rep.kept_human} human docstrings kept, {len(doc_rep.written)} files written, "
             f"{len(doc_rep.refused)} files refused")
-        report.outputs.extend(f"  refused {p}: {why}" for p, why in doc_rep.refused.items())
-        report.outputs.extend(f"  skipped {uid}: {why}" for uid, why in doc_rep.skipped)
+        report.outputs.extend(f"  refused {p} (nothing written): {why}" for p, why in doc_rep.refused.items())
+        report.outputs.extend(f"  not written {uid}: {why}" for uid, why in doc_rep.skipped)
     report.wall_seconds = time.perf_counter() - t0
     return RunOutcome(report=report, docstrings=doc_rep, pages=pages)
 

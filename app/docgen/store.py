@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ CREATE TABLE IF NOT EXISTS files(
 """
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def normalize_code(code: str) -> str:
     """Line endings and trailing spaces do not change what the code means."""
     return "\n".join(line.rstrip() for line in code.replace("\r\n", "\n").split("\n")).strip("\n")
@@ -52,6 +56,11 @@ def result_key(code: str, context: str, prompt_version: str, model_id: str, samp
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def storable(text: str) -> str:
+    """Text SQLite can hold as UTF-8: a lone surrogate (a model can emit one) becomes U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def first_sentence(text: str, limit: int = 160) -> str:

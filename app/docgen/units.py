@@ -33,6 +33,12 @@ class SourceUnit:
     parts: list[str] = field(default_factory=list)  # uids of this unit's parts when it was split
     prompt_code: str = ""  # code shown to the model when it differs from `code` (a split unit's head)
     exported: bool = True  # public API by the language's rule (see exports.py); `docgen check` uses it
+    key_code: str = ""  # `code` without docstrings/doc comments (see dockey); what cache keys hash
+
+    @property
+    def stable_code(self) -> str:
+        """The code its cache key and code hash are computed from: docgen's own docstrings never count."""
+        return self.key_code or self.code
 
     @property
     def uid(self) -> str:

@@ -6,7 +6,9 @@ is dropped silently.
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
+import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,12 +77,26 @@ def _read_checked(path: Path, rel: str, size: int, cfg: WalkConfig) -> tuple[str
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return None, "not valid UTF-8"
+        text = _declared_python_text(path, data)
+        if text is None:
+            return None, "not valid UTF-8"
     if not text.strip():
         return None, "empty file"
     if _generated_header(text):
         return None, "generated file (header says so)"
     return text, ""
+
+
+def _declared_python_text(path: Path, data: bytes) -> str | None:
+    """A Python file in the encoding its PEP 263 line declares (`# -*- coding: latin-1 -*-`);
+    --write writes it back in that encoding."""
+    if path.suffix not in (".py", ".pyi"):
+        return None
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return data.decode(encoding)
+    except (SyntaxError, UnicodeDecodeError, LookupError):
+        return None
 
 
 def _generated_header(text: str) -> bool:

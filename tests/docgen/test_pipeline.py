@@ -98,7 +98,7 @@ def test_long_chunk_is_split_not_dropped(tmp_path):
     assert len(parts) >= 3 and out.report.errors == {}
     whole = seen["big"]
     assert len(whole.code) < 3 * 1500 and "documented in" in whole.code
-    assert whole.context.count("- lines ") == len(parts)  # every part's summary reaches the whole
+    assert whole.context.count("- part ") == len(parts)  # every part's summary reaches the whole
     assert out.report.completeness == 1.0
 
 

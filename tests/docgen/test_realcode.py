@@ -70,6 +70,10 @@ def test_long_units_are_split_until_every_prompt_fits(count, seq):
     plan = make_plan(LONGEST, cfg)
     whole = next(u for u in plan.units if u.qualname == "progressbar")
     parts = [u for u in plan.units if u.part_of == whole.uid]
+    if not parts:  # it fits once its own docstring is left out of the prompt (kept out of cache keys too)
+        assert whole.stable_code != whole.code and whole.prompt_code == whole.stable_code
+        assert cfg.fits(whole) or cfg.fits(dataclasses.replace(whole, existing_doc=""))  # the known gap below
+        return
     assert len(parts) >= 2 and whole.parts == [p.uid for p in parts]
     for u in plan.units:
         # Every chunk docgen will send fits with context and new tokens. Known gap: a whole unit whose
@@ -77,16 +81,20 @@ def test_long_units_are_split_until_every_prompt_fits(count, seq):
         assert cfg.fits(u) or (u is whole and cfg.fits(dataclasses.replace(u, existing_doc=""))), u.qualname
         if count is not None and u is not whole:
             assert count(u.to_chunk("")) + CONTEXT_BUDGET_TOKENS + 256 <= seq
-    # Parts tile the unit, inside its own lines, and start where a statement starts.
+    # Parts tile the unit's source lines, one after another.
     assert parts[0].start_line == whole.start_line and parts[-1].end_line == whole.end_line
     assert all(a.end_line + 1 == b.start_line for a, b in zip(parts, parts[1:]))
-    # Cuts fall where a statement starts, except inside one statement longer than a part (the docstring).
-    starts = statement_starts(whole.code, "python")
-    lines = whole.code.splitlines()
-    doc_first = next(i for i, line in enumerate(lines) if '"""' in line)
-    doc_last = next(i for i in range(doc_first + 1, len(lines)) if '"""' in lines[i])
-    assert all(p.start_line - whole.start_line in starts or doc_first < p.start_line - whole.start_line <= doc_last
-               for p in parts) == (seq == 2048)
+    # They are consecutive pieces of the docstring-free code, cut where a statement starts, except
+    # inside one statement longer than a part (no statement starts between the previous cut and this one).
+    stable, pos, prev = whole.stable_code, 0, 0
+    starts = statement_starts(stable, "python")
+    for p in parts:
+        i = stable.index(p.code, pos)
+        cut = stable.count("\n", 0, i)
+        assert i == pos, p.qualname
+        assert cut == 0 or cut in starts or not any(prev < s < cut for s in starts), p.qualname
+        pos, prev = i + len(p.code), cut
+    assert pos == len(stable)
 
 
 def _write(root: Path, files: dict) -> None:
