@@ -128,7 +128,9 @@ class LLM:
         return True
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished() or bool(self._early) or self._inflight is not None
+        # A step still in flight whose requests all finished (the last step of a batch, computed
+        # ahead) does not count: its tokens are dropped whenever step() next runs.
+        return self.scheduler.has_unfinished() or bool(self._early)
 
     # ----- the loop ------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
