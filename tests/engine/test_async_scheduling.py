@@ -230,3 +230,23 @@ def test_padded_static_decode_step(path):
     plain, overlapped, _ = both(path, run, attention_backend="triton", max_num_seqs=4)
     assert overlapped == plain
     assert 6 in calls and 5 in calls  # placeholder fills went through the static buffer
+
+
+def test_decode_profile_script_dry_run(path, tmp_path):
+    """benchmarks/decode_profile.py (the GPU trace + device-busy fraction) runs end to end on
+    the CPU and writes its JSON and one Chrome trace per mode."""
+    import json
+
+    from benchmarks.decode_profile import main
+
+    res = main(["--dry-run", "--model", str(path), "--batch", "4", "--prompt-len", "12", "--steps", "2",
+                "--warmup", "1", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "decode_profile.json").read_text())
+    assert saved["modes"].keys() == {"async_off", "async_on"}
+    for key, on in (("async_off", False), ("async_on", True)):
+        m = saved["modes"][key]
+        assert "error" not in m, m
+        assert m["async_scheduling"] is on and m["batch"] == 4 and m["device_busy_fraction"] is None
+        assert 0 < m["forward_fraction"] <= 1 and m["step_ms"] > 0
+        assert json.loads(open(m["trace"]).read())["traceEvents"]
+    assert res["dry_run"]
