@@ -1,4 +1,5 @@
-"""PendingTokens: the tokens a launched step sampled, on their way from the device to the host.
+"""Async scheduling's pieces: PendingTokens (the tokens a launched step sampled, on their way
+from the device to the host) and `resolve_async_scheduling` (whether the loop overlaps, and why).
 
 With async scheduling (see scheduler.py) the engine queues step N+1 before it reads step N's
 tokens. The sampled ids stay on the device, where step N+1's input preparation reads the ones it
@@ -10,7 +11,11 @@ runs, without any speedup, which is what lets the CPU tests exercise the overlap
 """
 from __future__ import annotations
 
+import logging
+
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class PendingTokens:
@@ -46,10 +51,30 @@ class PendingTokens:
 
 
 def to_device(x: list, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
-    """A host list as a device tensor without a host sync: a CUDA copy from pageable memory
-    waits for the stream, so the staging tensor is pinned (the caching host allocator keeps it
-    alive until the copy has run)."""
+    """A host list as a device tensor without a host sync: a CUDA copy from pageable memory can
+    wait for the stream (a blocking one always does), so the staging tensor is pinned (the caching
+    host allocator keeps it alive until the copy has run)."""
     cpu = torch.tensor(x, dtype=dtype)
     if dev.type == "cuda":
         return cpu.pin_memory().to(dev, non_blocking=True)
     return cpu.to(dev)
+
+
+def resolve_async_scheduling(cfg, device: torch.device, backend: str, speculative: bool) -> tuple[bool, str]:
+    """Whether the step loop overlaps (async scheduling), and why (for the load report)."""
+    want = cfg.async_scheduling
+    if want is False:
+        return False, "async_scheduling=False"
+    if want is None and device.type != "cuda":
+        return False, "off by default on the CPU: the forward is synchronous (async_scheduling=True forces it)"
+    if speculative:
+        reason = ("off: speculative decoding proposes step N+1's tokens from step N's accepted tokens, "
+                  "which must be on the host first")
+    elif backend != "native":
+        reason = f"off: the {backend} runner cannot read placeholder tokens on the device"
+    else:
+        return True, "async_scheduling=True" if want else "on by default on CUDA"
+    if want:
+        log.warning("async_scheduling=True was asked for but is %s", reason)
+    return False, reason
+

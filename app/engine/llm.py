@@ -13,7 +13,6 @@ A request therefore comes back from the step() call after the one that computed 
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence as Seq
@@ -22,14 +21,12 @@ import torch
 
 from .block_manager import BlockManager
 from .config import EngineConfig, SpeculativeConfig
-from .inflight import PendingTokens
+from .inflight import PendingTokens, resolve_async_scheduling
 from .outputs import RequestOutput
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence, SequenceStatus
 from .setup import build_engine_parts
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,7 +71,7 @@ class LLM:
             from .spec import build_speculator
 
             self.spec = build_speculator(cfg.speculative, self)
-        self.async_scheduling, reason = _resolve_async(cfg, self.device, self.backend, self.spec)
+        self.async_scheduling, reason = resolve_async_scheduling(cfg, self.device, self.backend, self.spec is not None)
         self.load_report["async_scheduling"] = {"active": self.async_scheduling, "reason": reason}
         self._inflight: _Launched | None = None  # async scheduling: the step on the device
         self._failed_launch: tuple[SchedulerOutput, Exception] | None = None
@@ -318,25 +315,6 @@ def _sample_rows(logits, params, gens, shared) -> torch.Tensor:
 
     return sample(logits, [p.temperature for p in params], [p.top_k for p in params],
                   [p.top_p for p in params], gens, shared)
-
-
-def _resolve_async(cfg: EngineConfig, device: torch.device, backend: str, spec) -> tuple[bool, str]:
-    """Whether the step loop overlaps (async scheduling), and why (for the load report)."""
-    want = cfg.async_scheduling
-    if want is False:
-        return False, "async_scheduling=False"
-    if want is None and device.type != "cuda":
-        return False, "off by default on the CPU: the forward is synchronous (async_scheduling=True forces it)"
-    if spec is not None:
-        reason = ("off: speculative decoding proposes step N+1's tokens from step N's accepted tokens, "
-                  "which must be on the host first")
-    elif backend != "native":
-        reason = f"off: the {backend} runner cannot read placeholder tokens on the device"
-    else:
-        return True, "async_scheduling=True" if want else "on by default on CUDA"
-    if want:
-        log.warning("async_scheduling=True was asked for but is %s", reason)
-    return False, reason
 
 
 class _Progress:

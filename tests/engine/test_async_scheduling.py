@@ -225,7 +225,7 @@ def test_padded_static_decode_step(path):
         g = llm.runner.graphs = CudaGraphDecoder(llm.runner.model, llm.device, 4, llm.max_model_len, 4, capture=False)
         real = g.run
         g.run = lambda *a: calls.append(len(a)) or real(*a)
-        return llm.generate(prompts, SamplingParams(max_tokens=5))
+        return llm.generate(prompts, SamplingParams(max_tokens=4))
 
     plain, overlapped, _ = both(path, run, attention_backend="triton", max_num_seqs=4)
     assert overlapped == plain
@@ -250,3 +250,16 @@ def test_decode_profile_script_dry_run(path, tmp_path):
         assert 0 < m["forward_fraction"] <= 1 and m["step_ms"] > 0
         assert json.loads(open(m["trace"]).read())["traceEvents"]
     assert res["dry_run"]
+
+
+def test_fallback_runner_turns_it_off_and_says_why(tiny_checkpoint):
+    llm = LLM(str(tiny_checkpoint("tiny-gpt2")), block_size=4, async_scheduling=True)
+    assert llm.backend == "transformers-fallback" and not llm.async_scheduling
+    assert "transformers-fallback" in llm.load_report["async_scheduling"]["reason"]
+
+
+def test_config_rejects_a_non_boolean():
+    from app.engine import EngineConfig
+
+    with pytest.raises(ValueError, match="async_scheduling"):
+        EngineConfig(model="x", async_scheduling="yes")
