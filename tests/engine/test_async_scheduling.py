@@ -263,3 +263,45 @@ def test_config_rejects_a_non_boolean():
 
     with pytest.raises(ValueError, match="async_scheduling"):
         EngineConfig(model="x", async_scheduling="yes")
+
+
+def test_one_host_read_per_step_after_the_next_launch(path, monkeypatch):
+    """The overlapped step's only read of device values in the engine's own code is the previous
+    step's tokens (PendingTokens.result), and it comes after the next step was launched. (On a
+    GPU that read is the one sync; the attention backend is out of scope here: torch_ref, the CPU
+    reference, reads a mask on the host by design; Triton does not.)"""
+    import traceback
+
+    import torch
+
+    llm = engine(path, True)
+    for p in shared_prefix_prompts(n=4):
+        llm.add_request(p, SamplingParams(max_tokens=20))
+    for _ in range(3):
+        llm.step()  # prefill done; pure decode from here
+    events = []
+
+    def engine_caller() -> str | None:
+        """The engine file that made the read (None: outside the engine, or in attention)."""
+        for f in reversed(traceback.extract_stack()[:-2]):
+            if "/app/engine/" in f.filename:
+                return None if "/attention/" in f.filename else f.filename.rsplit("/", 1)[-1]
+        return None
+
+    for name in ("tolist", "item", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu"):
+        real = getattr(torch.Tensor, name)
+
+        def probe(self, *a, _real=real, _name=name, **kw):
+            who = engine_caller()
+            if who is not None:
+                events.append(f"read:{who}")
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, probe)
+    execute = llm.runner.execute
+    monkeypatch.setattr(llm.runner, "execute", lambda *a: events.append("launch") or execute(*a))
+    for _ in range(3):
+        events.append("step")
+        llm.step()
+    monkeypatch.undo()
+    assert events == ["step", "launch", "read:inflight.py"] * 3
