@@ -51,6 +51,10 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     lora_path: str | list[str] | None = None
     enable_compilation: bool = False
+    # Overlap the step loop: schedule and prepare step N+1 while step N runs on the device, and
+    # read step N's tokens back with one non-blocking copy. None = on for CUDA, off on the CPU
+    # (where the forward is synchronous and nothing can overlap); True forces it on the CPU too.
+    async_scheduling: bool | None = None
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
 
     def __post_init__(self) -> None:
@@ -74,5 +78,7 @@ class EngineConfig:
             raise ValueError("attention_backend must be auto, torch_ref, torch_cpu or triton")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError("max_model_len must be >= 2")
+        if self.async_scheduling not in (None, True, False):
+            raise ValueError(f"async_scheduling must be None (auto), True or False, got {self.async_scheduling!r}")
         if isinstance(self.lora_path, str):
             self.lora_path = [self.lora_path]

@@ -5,22 +5,35 @@
 
 `add_request` / `step` / `has_unfinished` let callers (the doc generator's background thread)
 drive continuous batching themselves; `step()` returns the requests that finished in it.
+
+With async scheduling (EngineConfig.async_scheduling, on by default on CUDA) `step()` first
+schedules and launches step N+1, then waits for step N's tokens (the one host sync of the step)
+and applies them, so the host's scheduling and input preparation run while the device computes.
+A request therefore comes back from the step() call after the one that computed its last token.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Sequence as Seq
 
 import torch
 
 from .block_manager import BlockManager
 from .config import EngineConfig, SpeculativeConfig
+from .inflight import PendingTokens, resolve_async_scheduling
 from .outputs import RequestOutput
 from .sampling_params import SamplingParams
-from .scheduler import Scheduler
+from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence, SequenceStatus
 from .setup import build_engine_parts
+
+
+@dataclass
+class _Launched:
+    """A step queued on the device whose sampled tokens have not been applied yet."""
+    out: SchedulerOutput
+    pending: PendingTokens
 
 
 class LLM:
@@ -58,6 +71,10 @@ class LLM:
             from .spec import build_speculator
 
             self.spec = build_speculator(cfg.speculative, self)
+        self.async_scheduling, reason = resolve_async_scheduling(cfg, self.device, self.backend, self.spec is not None)
+        self.load_report["async_scheduling"] = {"active": self.async_scheduling, "reason": reason}
+        self._inflight: _Launched | None = None  # async scheduling: the step on the device
+        self._failed_launch: tuple[SchedulerOutput, Exception] | None = None
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -108,25 +125,17 @@ class LLM:
         return True
 
     def has_unfinished(self) -> bool:
+        # A step still in flight whose requests all finished (the last step of a batch, computed
+        # ahead) does not count: its tokens are dropped whenever step() next runs.
         return self.scheduler.has_unfinished() or bool(self._early)
 
     # ----- the loop ------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         done, self._early = self._early, []
-        if self.spec is not None:
-            self.spec.propose(self.scheduler.running)
-        out = self.scheduler.schedule()
-        if out.is_empty:
+        ran = self._step_overlapped(done) if self.async_scheduling else self._step_plain(done)
+        if ran is None:
             return done
-        try:
-            logits, spans = self.runner.execute(out)
-            sampled = self._sample(logits, spans)
-        except Exception as e:  # a failed forward fails its requests, not the engine
-            for s in out.scheduled:
-                s.seq.error = f"model step failed: {type(e).__name__}: {e}"
-                self.scheduler.finish(s.seq, "error")
-                done.append(self._finish_output(s.seq))
-            return done
+        out, sampled = ran
         finished = self.scheduler.update(out, sampled)
         for s in out.scheduled:
             seq = s.seq
@@ -137,7 +146,72 @@ class LLM:
                 else:
                     self.scheduler.finish(seq, "stop")
                     finished.append(seq)
-        return done + [self._finish_output(seq) for seq in finished]
+        return done + [self._finish_output(seq) for seq in finished] + self._fail_deferred()
+
+    def _step_plain(self, done: list) -> tuple[SchedulerOutput, dict[int, list[int]]] | None:
+        """Schedule, run and sample one step; its tokens are on the host when this returns."""
+        if self.spec is not None:
+            self.spec.propose(self.scheduler.running)
+        out = self.scheduler.schedule()
+        if out.is_empty:
+            return None
+        try:
+            logits, spans = self.runner.execute(out)
+            sampled = self._sample(logits, spans)
+        except Exception as e:  # a failed forward fails its requests, not the engine
+            done.extend(self._fail(out, e))
+            return None
+        return out, sampled
+
+    def _step_overlapped(self, done: list) -> tuple[SchedulerOutput, dict[int, list[int]]] | None:
+        """Schedule and launch step N+1 (its placeholder inputs are read from step N's tokens on
+        the device), then wait for step N's tokens: the one host sync of the step."""
+        prev, self._inflight = self._inflight, None
+        out = self.scheduler.schedule()
+        if not out.is_empty:
+            try:
+                self._inflight = self._launch(out, prev)
+            except Exception as e:  # fail these requests once step N's tokens are applied
+                self._failed_launch = (out, e)
+        if prev is None:
+            done.extend(self._fail_deferred())
+            return None
+        try:
+            sampled = prev.pending.result()
+        except Exception as e:
+            done.extend(self._fail(prev.out, e))
+            return None
+        return prev.out, sampled
+
+    def _launch(self, out: SchedulerOutput, prev: _Launched | None) -> _Launched:
+        logits, spans = self.runner.execute(out, prev.pending if prev else None)
+        pending = PendingTokens(self._sample_tensor(logits, spans, out), [sid for sid, _, _ in spans])
+        self.scheduler.launched(out)
+        return _Launched(out, pending)
+
+    def _fail(self, out: SchedulerOutput, e: Exception) -> list[RequestOutput]:
+        res = []
+        for s in out.scheduled:
+            if s.seq.is_finished:  # async scheduling: ended by the step before this one
+                continue
+            s.seq.error = f"model step failed: {type(e).__name__}: {e}"
+            self.scheduler.finish(s.seq, "error")
+            res.append(self._finish_output(s.seq))
+        return res
+
+    def _fail_deferred(self) -> list[RequestOutput]:
+        if self._failed_launch is None:
+            return []
+        (out, e), self._failed_launch = self._failed_launch, None
+        return self._fail(out, e)
+
+    def _sample_tensor(self, logits: torch.Tensor, spans, out: SchedulerOutput) -> torch.Tensor:
+        """(R,) int64 sampled tokens, left on the device (no host sync)."""
+        if not spans:
+            return torch.empty(0, dtype=torch.int64, device=self.device)
+        params = {s.seq.seq_id: s.seq.params for s in out.scheduled}
+        return _sample_rows(logits, [params[sid] for sid, _, _ in spans],
+                            [self._seq_generators.get(sid) for sid, _, _ in spans], self._generator)
 
     def _sample(self, logits: torch.Tensor, spans) -> dict[int, list[int]]:
         if not spans:
@@ -147,7 +221,7 @@ class LLM:
             return self.spec.verify(logits, spans, seqs, self._seq_generators, self._generator)
         params = [seqs[sid].params for sid, _, _ in spans]
         toks = _sample_rows(logits, params, [self._seq_generators.get(sid) for sid, _, _ in spans],
-                            self._generator)
+                            self._generator).tolist()
         return {sid: [toks[i]] for i, (sid, _, _) in enumerate(spans)}
 
     def _apply_stop_strings(self, seq: Sequence, num_new: int) -> bool:
@@ -236,12 +310,11 @@ class LLM:
         return s
 
 
-def _sample_rows(logits, params, gens, shared) -> list[int]:
+def _sample_rows(logits, params, gens, shared) -> torch.Tensor:
     from .layers.sampler import sample
 
-    out = sample(logits, [p.temperature for p in params], [p.top_k for p in params],
-                 [p.top_p for p in params], gens, shared)
-    return out.tolist()
+    return sample(logits, [p.temperature for p in params], [p.top_k for p in params],
+                  [p.top_p for p in params], gens, shared)
 
 
 class _Progress:
