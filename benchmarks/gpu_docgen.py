@@ -31,8 +31,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 H200_BANDWIDTH = 4.8e12  # bytes/s, HBM3e spec sheet (the GPU machine: one H200)
-DRY_RUN = dict(preset="tiny", device="cpu", chunks=3, max_new_tokens=6, prefix_len=8, chunk_min=6, chunk_max=12,
-               agreement_prompts=2, agreement_tokens=4, batch1_tokens=6, attention_backend="triton")
+DRY_RUN = dict(preset="tiny", device="cpu", chunks=3, max_new_tokens=5, prefix_len=8, chunk_min=6, chunk_max=12,
+               agreement_prompts=2, agreement_tokens=4, batch1_tokens=4, attention_backend="triton")
 
 
 def parse_args(argv=None):
@@ -54,12 +54,20 @@ def parse_args(argv=None):
     ap.add_argument("--batch1-tokens", type=int, default=256)
     ap.add_argument("--phase-timeout", type=int, default=400, help="seconds per phase process")
     ap.add_argument("--workdir", default=None, help="where to write the random checkpoint")
-    ap.add_argument("--keep-checkpoint", action="store_true")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--keep-checkpoint", action="store_true", help="keep it for a later run with the same --workdir")
+    ap.add_argument("--phases", default="engine,agreement,transformers",
+                    help="which of engine,agreement,transformers (the checkpoint is built or reused first)")
+    ap.add_argument("--json", default=None, help="results; an existing file of the same preset is updated")
     args = ap.parse_args(argv)
     if args.dry_run:
         for k, v in DRY_RUN.items():
             setattr(args, k, v)
+    args.phases = [p for p in args.phases.split(",") if p]
+    if args.skip_hf and "transformers" in args.phases:
+        args.phases.remove("transformers")
+    bad = set(args.phases) - {"engine", "agreement", "transformers"}
+    if bad:
+        ap.error(f"unknown phases {sorted(bad)}: choose from engine, agreement, transformers")
     return args
 
 
@@ -125,22 +133,28 @@ def main(argv=None) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if args.dry_run or not args.device.startswith("cuda"):
         env["TRITON_INTERPRET"] = "1"  # Triton kernels under the interpreter on the CPU
-    res = header(args)
+    res = previous_results(args) | header(args)
     workdir = args.workdir or tempfile.mkdtemp(prefix="gpu_docgen_ckpt_")
     tmp = tempfile.mkdtemp(prefix="gpu_docgen_phases_")
     spec = {k: getattr(args, k) for k in ("preset", "device", "chunks", "max_new_tokens", "prefix_len", "chunk_min",
                                           "chunk_max", "max_num_batched_tokens", "attention_backend", "compile",
                                           "agreement_prompts", "agreement_tokens", "batch1_tokens")}
-    spec.update(workdir=workdir, dtype="bfloat16" if args.device.startswith("cuda") else "float32")
+    spec.update(workdir=workdir, dry_run=args.dry_run, dtype="bfloat16" if args.device.startswith("cuda") else "float32")
+    marker = os.path.join(workdir, "gpu_docgen_checkpoint.json")  # written once the checkpoint is complete
     try:
-        res["checkpoint"] = ck = run_phase("checkpoint", spec, tmp, args.phase_timeout, env)
+        if os.path.exists(marker) and json.load(open(marker)).get("spec") == [spec["preset"], spec["dtype"]]:
+            res["checkpoint"] = ck = {"status": "ok", "path": workdir, "reused": True, "errors": 0}
+        else:
+            res["checkpoint"] = ck = run_phase("checkpoint", spec, tmp, args.phase_timeout, env)
+            if ck.get("status") == "ok":
+                json.dump({"spec": [spec["preset"], spec["dtype"]]}, open(marker, "w"))
         save(res, args.json)
         if ck.get("status") != "ok":
             return finish(res, args)
         from transformers import AutoConfig
 
         spec.update(path=ck["path"], vocab_size=AutoConfig.from_pretrained(ck["path"]).vocab_size)
-        for name in ("engine", "agreement") + (() if args.skip_hf else ("transformers",)):
+        for name in args.phases:
             res[name] = run_phase(name, spec, tmp, args.phase_timeout, env)
             save(res, args.json)
     finally:
@@ -151,6 +165,18 @@ def main(argv=None) -> dict:
     return finish(res, args)
 
 
+def previous_results(args) -> dict:
+    """Results of an earlier step of the same run (gpu_check.sh runs transformers as its own step)."""
+    if not args.json or not os.path.exists(args.json):
+        return {}
+    try:
+        old = json.load(open(args.json))
+    except ValueError:
+        return {}
+    same = all(old.get(k) == getattr(args, k) for k in ("preset", "chunks", "max_new_tokens"))
+    return {k: v for k, v in old.items() if k in ("engine", "agreement", "transformers")} if same else {}
+
+
 def finish(res, args) -> dict:
     e = res.get("engine", {})
     if e.get("weight_bytes") and args.device.startswith("cuda"):
@@ -159,9 +185,8 @@ def finish(res, args) -> dict:
     if e.get("status") == "ok" and hf.get("status") == "ok":
         res["speedup_vs_transformers_warm"] = hf["seconds"] / e["seconds"]
         res["speedup_vs_transformers_cold"] = hf["cold"]["seconds"] / e["seconds"]
-    res["status"] = "ok" if all(res.get(p, {}).get("status") == "ok" for p in
-                                ("checkpoint", "engine", "agreement") + (() if args.skip_hf else ("transformers",))) \
-        else "failed"
+    present = ["checkpoint"] + [p for p in ("engine", "agreement", "transformers") if p in res or p in args.phases]
+    res["status"] = "ok" if all(res.get(p, {}).get("status") == "ok" for p in present) else "failed"
     save(res, args.json)
     print_table(res)
     return res

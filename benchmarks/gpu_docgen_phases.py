@@ -168,9 +168,14 @@ def phase_transformers(spec, rec: Recorder) -> None:
     dtype = getattr(torch, spec["dtype"])
     model = rec.step("load", lambda: AutoModelForCausalLM.from_pretrained(spec["path"], dtype=dtype).to(device).eval())
     gc = GenerationConfig(max_new_tokens=wl.max_new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
-    persist = "persistent_manager" in inspect.signature(model.generate_batch).parameters
+    params = inspect.signature(model.generate_batch).parameters
+    persist = "persistent_manager" in params
     r["persistent_manager"] = persist
     kw = dict(persistent_manager=True) if persist else {}
+    if spec.get("dry_run") and "warmup" in params:
+        # its CUDA-graph warm-up takes ~20 s on a CPU and has nothing to warm there: the dry run skips it
+        kw["warmup"] = False
+        r["note_dry_run"] = "generate_batch(warmup=False): the cold figure excludes transformers' warm-up"
 
     def call():
         sync(device)
