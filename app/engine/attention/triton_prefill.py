@@ -44,7 +44,7 @@ def default_prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
     if dtype == torch.float32:
         if head_dim <= 32:
             return PrefillConfig(block_m=64, block_n=64, num_warps=8, num_stages=2)
-        return PrefillConfig(block_m=16, block_n=64, num_warps=4, num_stages=2)
+        return PrefillConfig(block_m=16, block_n=64, num_warps=8, num_stages=2)
     if head_dim <= 64:
         return PrefillConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
     return PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=2)
