@@ -166,7 +166,7 @@ def phase_transformers(spec, rec: Recorder) -> None:
 
     device, wl, r = torch.device(spec["device"]), workload(spec), rec.res
     dtype = getattr(torch, spec["dtype"])
-    model = rec.step("load", lambda: AutoModelForCausalLM.from_pretrained(spec["path"], dtype=dtype).to(device).eval())
+    model = rec.step("load", lambda: load_hf_model(AutoModelForCausalLM, spec["path"], dtype, device))
     gc = GenerationConfig(max_new_tokens=wl.max_new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
     params = inspect.signature(model.generate_batch).parameters
     persist = "persistent_manager" in params
@@ -195,6 +195,16 @@ def phase_transformers(spec, rec: Recorder) -> None:
     r["error_messages"] += r["cold"]["error_messages"]
     if hasattr(model, "destroy_cached_continuous_batching_manager"):
         model.destroy_cached_continuous_batching_manager()
+
+
+def load_hf_model(cls, path, dtype, device):
+    """device_map loads straight onto the GPU (no 15 GB detour through host memory); some
+    transformers builds want `accelerate` for it, then the plain way."""
+    try:
+        return cls.from_pretrained(path, dtype=dtype, device_map=str(device)).eval()
+    except (ImportError, ValueError) as e:
+        print(f"device_map load failed ({e}); loading on the CPU and moving", flush=True)
+        return cls.from_pretrained(path, dtype=dtype).to(device).eval()
 
 
 PHASES = {"checkpoint": phase_checkpoint, "engine": phase_engine, "agreement": phase_agreement,
