@@ -47,7 +47,7 @@ fi
 for step in "${steps[@]}"; do
   case $step in
     tests)  # two runs: a kernel-test failure must not keep the engine tests from running
-      run gpu_tests_attention 200 $PY -m pytest "${PYTEST_ARGS[@]}" tests/engine/test_triton_attention.py
+      run gpu_tests_attention 240 $PY -m pytest "${PYTEST_ARGS[@]}" tests/engine/test_triton_attention.py
       run gpu_tests_engine 150 $PY -m pytest "${PYTEST_ARGS[@]}" tests/engine/test_triton_engine.py ;;
     kernels)
       run attention_kernels 160 $PY benchmarks/attention_kernels.py "${AK[@]}" --timeout 150 --json "$OUT/attention_kernels.json"

@@ -190,6 +190,20 @@ def test_prefill_odd_group_and_head_dims(d):
     torch.testing.assert_close(out, ref, **tol(torch.float32))
 
 
+@pytest.mark.parametrize("d,group,dtype", [(16, 2, torch.float32), (32, 3, torch.float32), (128, 2, torch.float32),
+                                           (64, 4, torch.bfloat16)])
+def test_prefill_gpu_tiles_match_ref(d, group, dtype):
+    """The tiles the compiled kernel uses on a GPU (per dtype and head_dim), run by the interpreter:
+    a 70-token prompt crosses several key tiles of 64 and query tiles."""
+    from app.engine.attention.triton_prefill import gpu_prefill_config, prefill_attention
+
+    c = make_case([70, 9], [70, 9], 16, hkv=1, group=group, d=d, dtype=dtype, seed=6)
+    torch_ref.store_kv(c.key, c.value, c.k_cache, c.v_cache, c.meta.slot_mapping)
+    out = prefill_attention(c.q, c.k_cache, c.v_cache, c.meta, c.scale, config=gpu_prefill_config(d, dtype))
+    ref = torch_ref.paged_attention(c.q, c.k_cache, c.v_cache, c.meta, c.scale)
+    torch.testing.assert_close(out[:79].float(), ref[:79].float(), **tol(dtype))
+
+
 @pytest.mark.skipif(FP8 is None, reason="torch has no float8_e4m3fn")
 @pytest.mark.parametrize("scale_kind", ["float", "tensor", "mixed"])
 def test_prefill_fp8_kv_matches_ref(scale_kind):
