@@ -92,6 +92,7 @@ def run_phase(name: str, spec: dict, tmp: str, timeout: int, env: dict) -> dict:
         rc, log = p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
         rc, log = "timeout", (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+    print("\n".join("   | " + line for line in log.splitlines()[-200:]), flush=True)  # into the step's log file
     res = json.load(open(out)) if os.path.exists(out) else {"errors": 0, "error_messages": []}
     res["wall_s"] = round(time.perf_counter() - t, 2)
     res["exit"] = rc

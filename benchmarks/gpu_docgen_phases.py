@@ -212,6 +212,9 @@ PHASES = {"checkpoint": phase_checkpoint, "engine": phase_engine, "agreement": p
 
 
 def main(argv=None) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # capture/compile times
     phase, spec_path, out = argv or sys.argv[1:]
     spec = json.loads(open(spec_path).read())
     rec = Recorder(out)

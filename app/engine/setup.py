@@ -183,20 +183,22 @@ def allocate_kv_pool(cfg: EngineConfig, runner, kv_dtype, device, max_model_len:
 
 
 def plan_kv_pool(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_model_len: int) -> KvPlan:
-    """The budget: kv_cache_memory_gb (both KV pools), else on CUDA the memory usable under
-    gpu_memory_utilization (target pool + draft weights + draft pool), else a CPU cap."""
+    """The budget: on CUDA the memory usable under gpu_memory_utilization, split between the
+    target's pool and a draft's weights + pool; else kv_cache_memory_gb or a CPU cap for the
+    target's pool (the user sized it), the draft's pool as many blocks (capped by what it can use)."""
     per_block = runner.kv_bytes_per_block(kv_dtype)
     draft = draft_footprint(cfg, getattr(runner, "dtype", kv_dtype), max_model_len)
     d_block, d_max = (draft.block_bytes, draft.max_blocks) if draft else (0, None)
-    if cfg.kv_cache_memory_gb is not None:
-        plan = plan_kv_blocks(int(cfg.kv_cache_memory_gb * (1 << 30)), per_block, d_block, 0, d_max)
-    elif device.type == "cuda":
+    if cfg.kv_cache_memory_gb is None and device.type == "cuda":
         budget = usable_bytes(read_cuda_memory(device), cfg.gpu_memory_utilization)
         plan = plan_kv_blocks(budget, per_block, d_block, draft.weight_bytes if draft else 0, d_max)
     else:
-        needed = cfg.max_num_seqs * max_model_len * per_block // cfg.block_size
-        n = min(CPU_KV_CAP_BYTES, needed + per_block) // per_block
-        plan = KvPlan(n, min(n, d_max) if draft else 0, n * per_block)
+        if cfg.kv_cache_memory_gb is not None:
+            budget = int(cfg.kv_cache_memory_gb * (1 << 30))
+        else:
+            budget = min(CPU_KV_CAP_BYTES, cfg.max_num_seqs * max_model_len * per_block // cfg.block_size + per_block)
+        n = budget // per_block
+        plan = KvPlan(n, min(n, d_max) if draft else 0, budget)
     if plan.num_blocks < 1 or (draft and plan.draft_blocks < 1):
         need = per_block + d_block + plan.draft_weight_bytes
         raise ValueError(
@@ -224,5 +226,8 @@ def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype) ->
     lazy = kv_dtype == torch.float8_e4m3fn  # fp8 scales come from the first real prefill
     if not lazy:
         g.capture_all()
+        # start-up time on a bare GPU machine is mostly this (and Triton compiles inside it)
+        log.info("captured %d CUDA graphs (batch sizes %s) in %.1f s", len(g.buckets), g.buckets,
+                 time.perf_counter() - t0)
     return {"active": True, "buckets": g.buckets, "capture_seconds": time.perf_counter() - t0,
             "captured": "lazily, per bucket on first use" if lazy else "at start-up"}
