@@ -53,6 +53,9 @@ def parse_args(argv=None):
     ap.add_argument("--agreement-tokens", type=int, default=48, help="positions per prompt (teacher-forced)")
     ap.add_argument("--batch1-tokens", type=int, default=256)
     ap.add_argument("--phase-timeout", type=int, default=400, help="seconds per phase process")
+    ap.add_argument("--time-budget", type=int, default=0,
+                    help="seconds for the whole run (0: none): phases get what is left, so the run ends cleanly "
+                         "before an outer time limit")
     ap.add_argument("--workdir", default=None, help="where to write the random checkpoint")
     ap.add_argument("--keep-checkpoint", action="store_true", help="keep it for a later run with the same --workdir")
     ap.add_argument("--phases", default="engine,agreement,transformers",
@@ -79,8 +82,10 @@ def save(res, path):
         os.replace(path + ".tmp", path)
 
 
-def run_phase(name: str, spec: dict, tmp: str, timeout: int, env: dict) -> dict:
+def run_phase(name: str, spec: dict, tmp: str, timeout: float, env: dict) -> dict:
     """One phase in a fresh process; its JSON (partial if it died) plus exit status and log tail."""
+    if timeout < 5:
+        return {"status": "failed", "errors": 1, "error_messages": ["not run: the --time-budget was spent"]}
     spec_path, out = os.path.join(tmp, "spec.json"), os.path.join(tmp, f"{name}.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
@@ -141,12 +146,18 @@ def main(argv=None) -> dict:
                                           "chunk_max", "max_num_batched_tokens", "attention_backend", "compile",
                                           "agreement_prompts", "agreement_tokens", "batch1_tokens")}
     spec.update(workdir=workdir, dry_run=args.dry_run, dtype="bfloat16" if args.device.startswith("cuda") else "float32")
+    t0 = time.monotonic()
+
+    def limit() -> float:  # this phase's timeout: its own cap, within what is left of the budget
+        left = args.time_budget - (time.monotonic() - t0) - 10 if args.time_budget else args.phase_timeout
+        return min(args.phase_timeout, left)
+
     marker = os.path.join(workdir, "gpu_docgen_checkpoint.json")  # written once the checkpoint is complete
     try:
         if os.path.exists(marker) and json.load(open(marker)).get("spec") == [spec["preset"], spec["dtype"]]:
             res["checkpoint"] = ck = {"status": "ok", "path": workdir, "reused": True, "errors": 0}
         else:
-            res["checkpoint"] = ck = run_phase("checkpoint", spec, tmp, args.phase_timeout, env)
+            res["checkpoint"] = ck = run_phase("checkpoint", spec, tmp, limit(), env)
             if ck.get("status") == "ok":
                 json.dump({"spec": [spec["preset"], spec["dtype"]]}, open(marker, "w"))
         save(res, args.json)
@@ -156,7 +167,7 @@ def main(argv=None) -> dict:
 
         spec.update(path=ck["path"], vocab_size=AutoConfig.from_pretrained(ck["path"]).vocab_size)
         for name in args.phases:
-            res[name] = run_phase(name, spec, tmp, args.phase_timeout, env)
+            res[name] = run_phase(name, spec, tmp, limit(), env)
             save(res, args.json)
     finally:
         if not args.keep_checkpoint:

@@ -52,9 +52,9 @@ for step in "${steps[@]}"; do
     kernels)
       run attention_kernels 160 $PY benchmarks/attention_kernels.py "${AK[@]}" --timeout 150 --json "$OUT/attention_kernels.json"
       run quant_kernels 100 $PY benchmarks/quant_kernels.py "${QK[@]}" --timeout 90 --json "$OUT/quant_kernels_cuda.json" ;;
-    docgen) run gpu_docgen 540 $PY benchmarks/gpu_docgen.py "${DG[@]}" --phases engine,agreement --workdir "$CKPT_DIR" \
+    docgen) run gpu_docgen 540 $PY benchmarks/gpu_docgen.py "${DG[@]}" --time-budget 500 --phases engine,agreement --workdir "$CKPT_DIR" \
               --keep-checkpoint --json "$OUT/gpu_docgen.json" ;;
-    hf) run gpu_docgen_hf 480 $PY benchmarks/gpu_docgen.py "${DG[@]}" --phases transformers --workdir "$CKPT_DIR" \
+    hf) run gpu_docgen_hf 480 $PY benchmarks/gpu_docgen.py "${DG[@]}" --time-budget 440 --phases transformers --workdir "$CKPT_DIR" \
           --json "$OUT/gpu_docgen.json" ;;
     *) echo "unknown step $step (tests | kernels | docgen | hf | all)"; exit 2 ;;
   esac

@@ -201,12 +201,12 @@ def plan_kv_pool(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_m
         plan = KvPlan(n, min(n, d_max) if draft else 0, budget)
     if plan.num_blocks < 1 or (draft and plan.draft_blocks < 1):
         need = per_block + d_block + plan.draft_weight_bytes
+        extra = (f", plus the draft model's {plan.draft_weight_bytes / 2**30:.2f} GiB of weights and "
+                 f"{d_block / 2**20:.2f} MiB per block" if draft else "")
         raise ValueError(
             f"no memory left for the KV cache (budget {plan.budget / 2**30:.2f} GiB; one block needs "
-            f"{per_block / 2**20:.2f} MiB" + (f", plus the draft model's {plan.draft_weight_bytes / 2**30:.2f} "
-                                              f"GiB of weights and {d_block / 2**20:.2f} MiB per block" if draft else "")
-            + f", {need / 2**30:.2f} GiB at least); raise kv_cache_memory_gb / gpu_memory_utilization, free the "
-            "GPU of other processes, or use a smaller model")
+            f"{per_block / 2**20:.2f} MiB{extra}, {need / 2**30:.2f} GiB at least); raise kv_cache_memory_gb / "
+            "gpu_memory_utilization, free the GPU of other processes, or use a smaller model")
     return plan
 
 
