@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--max-seq-length", type=int, default=4096)
     est.add_argument("--max-new-tokens", type=int, default=256)
 
+    srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API (needs the `serve` extra)")
+    from app.serve.__main__ import add_serve_args
+
+    add_serve_args(srv)
+
     chk = sub.add_parser("check", help="exit non-zero when public code lacks docs or docs are stale (for CI)")
     _add_common(chk)
     return parser
@@ -188,6 +193,17 @@ def cmd_check(args) -> int:
     return 0 if out.ok else 1
 
 
+def cmd_serve(args) -> int:
+    from app.serve.__main__ import config_from_args
+    from app.serve.server import serve_forever
+
+    cfg = config_from_args(args)  # refuses a non-loopback address without --api-key, before loading
+    print(f"docgen serve: loading {cfg.model}; then serving {cfg.name!r} at http://{cfg.host}:{cfg.port}/v1",
+          file=sys.stderr, flush=True)
+    serve_forever(cfg)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
@@ -197,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, Console(stderr=False))
         if args.command == "estimate":
             return cmd_estimate(args)
+        if args.command == "serve":
+            return cmd_serve(args)
         return cmd_check(args)
     except ValueError as exc:
         print(f"docgen: {exc}", file=sys.stderr)
