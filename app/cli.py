@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="generate documentation")
     _add_common(run)
-    run.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
+    run.add_argument("--model", help=f"hub id or local folder (default {DEFAULT_MODEL}); with --backend openai: "
+                                     "the served model's name (default: the first the server lists)")
     run.add_argument("--out", help="Markdown output folder (default PATH/docs)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write docstrings into Python sources")
@@ -42,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retry a chunk once when its doc fails the checks (default on)")
     run.add_argument("--batch-size", type=int, default=64, help="chunks per submission (0: a whole wave at once)")
     run.add_argument("--plain", action="store_true", help="plain log lines instead of the live display")
+    remote = run.add_argument_group("OpenAI-compatible servers (--backend openai)")
+    remote.add_argument("--backend", choices=["local", "openai"], default="local",
+                        help="local: this process's engine (default); openai: one or more HTTP servers")
+    remote.add_argument("--base-url", action="append", default=[],
+                        help="server base URL ending in /v1 (repeat for several servers; least-loaded first)")
+    remote.add_argument("--api-key-env", help="environment variable holding the servers' API key")
+    remote.add_argument("--max-concurrency", type=int, default=16, help="requests in flight per server (default 16)")
+    remote.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    remote.add_argument("--max-retries", type=int, default=8,
+                        help="retries per chunk on connection errors, timeouts, 429 and 5xx (default 8)")
     opt = run.add_argument_group("optimized generator (unset flags keep the generator's defaults)")
     opt.add_argument("--quantization", help="weights: none, 4bit, 8bit, ...")
     opt.add_argument("--max-batch-size", type=int)
@@ -91,8 +102,32 @@ def _store_path(args) -> Path:
     return (p if p.is_dir() else p.parent) / ".docgen" / "docgen.sqlite"
 
 
+def _openai_factory(args, log):
+    import os
+
+    if not args.base_url:
+        raise ValueError("--backend openai needs --base-url URL (e.g. http://127.0.0.1:8000/v1)")
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    from app.llm.backends.openai_client import OpenAIBackendConfig, OpenAIDocGenerator
+
+    cfg = OpenAIBackendConfig(args.base_url, model=args.model, api_key=key, max_concurrency=args.max_concurrency,
+                              timeout=args.request_timeout, max_retries=args.max_retries,
+                              max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              max_seq_length=args.max_seq_length)
+
+    def make():
+        log(f"connecting to {', '.join(cfg.base_urls)}")
+        return OpenAIDocGenerator(cfg)
+
+    return make
+
+
 def _optimized_factory(args, log):
-    model = args.model
+    model = args.model or DEFAULT_MODEL
     local = Path(model).expanduser()
     looks_local = local.exists() or model.startswith((".", "/", "~"))
     if looks_local and not local.is_dir():
@@ -142,10 +177,14 @@ def cmd_run(args, console) -> int:
     live = console.is_terminal and not args.plain
     observer = RichProgress(console) if live else PlainProgress(print_fn=lambda s: print(s, flush=True))
     try:
+        if args.base_url and args.backend != "openai":
+            raise ValueError("--base-url is for --backend openai; add --backend openai")
         if args.generator == "fake":
             def make():
                 return FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
                                         max_seq_length=args.max_seq_length)
+        elif args.backend == "openai":
+            make = _openai_factory(args, observer.message)
         else:
             make = _optimized_factory(args, observer.message)
         outcome = run_docgen(opts, make, observer)
