@@ -17,7 +17,7 @@ def _imports():
         import uvicorn
     except ImportError as e:
         raise ValueError(f"`docgen serve` needs FastAPI and uvicorn ({e}); install them with "
-                         "pip install 'docgen[serve]' (or pip install fastapi uvicorn)") from e
+                         "pip install '.[serve]' in the docgen checkout (or pip install fastapi uvicorn)") from e
     return uvicorn
 
 

@@ -53,7 +53,7 @@ def _openai():
     try:
         import openai
     except ImportError as e:
-        raise ValueError("--backend openai needs the `openai` package: pip install 'docgen[serve]' "
+        raise ValueError("--backend openai needs the `openai` package: pip install '.[serve]' in the docgen checkout "
                          "(or pip install openai)") from e
     return openai
 
