@@ -130,6 +130,20 @@ def test_disconnect_mid_stream_frees_kv_blocks(server):
     assert "docgen_client_disconnects_total 1" in httpx.get(server.url[:-3] + "/metrics").text
 
 
+def test_disconnect_while_waiting_for_a_plain_response_aborts_it(server):
+    idle, free_before = _engine_idle(server)
+    computed = server.engine.thread.call(lambda llm: llm.stats["computed_tokens"])
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 240, "temperature": 0, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/completions", json=body, timeout=httpx.Timeout(30, read=0.2))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _engine_idle(server) != (True, free_before):
+        time.sleep(0.05)
+    assert _engine_idle(server) == (True, free_before)
+    # not run to its 240 tokens (the server polls for the disconnect every 0.25 s)
+    assert server.engine.thread.call(lambda llm: llm.stats["computed_tokens"]) - computed < 240
+
+
 def test_errors_in_openai_shape(client, server):
     too_long = list(range(5, 5 + 256))  # the window is 256 tokens
     with pytest.raises(openai.BadRequestError) as e:
