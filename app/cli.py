@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (default 600)")
     remote.add_argument("--max-retries", type=int, default=8,
                         help="retries per chunk on connection errors, timeouts, 429 and 5xx (default 8)")
+    scale = run.add_argument_group("Ray (pip install '.[ray]')")
+    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run --replicas engine replicas as Ray actors: on a new local cluster, or the one at ADDRESS")
+    scale.add_argument("--replicas", type=int, default=1, help="with --ray: engine replicas (one GPU each, if any)")
     opt = run.add_argument_group("optimized generator (unset flags keep the generator's defaults)")
     opt.add_argument("--quantization", help="weights: none, 4bit, 8bit, ...")
     opt.add_argument("--max-batch-size", type=int)
@@ -126,7 +130,22 @@ def _openai_factory(args, log):
     return make
 
 
-def _optimized_factory(args, log):
+def _ray_factory(args, log):
+    model, kwargs = _generator_kwargs(args)
+    if Path(model).is_dir():
+        model = str(Path(model).resolve())  # the replicas' processes may start elsewhere
+
+    def make():
+        from app.llm.backends.ray_replicas import RayConfig, RayDocGenerator
+
+        log(f"starting {args.replicas} Ray replicas of {model} ({'local cluster' if args.ray == 'local' else args.ray})")
+        return RayDocGenerator(RayConfig(model, replicas=args.replicas, generator_kwargs=kwargs,
+                                         address=None if args.ray == "local" else args.ray))
+
+    return make
+
+
+def _generator_kwargs(args) -> tuple[str, dict]:
     model = args.model or DEFAULT_MODEL
     local = Path(model).expanduser()
     looks_local = local.exists() or model.startswith((".", "/", "~"))
@@ -139,6 +158,12 @@ def _optimized_factory(args, log):
                        ("compile", "enable_compilation"), ("flash_attention", "use_flash_attention")]:
         if getattr(args, flag) is not None:
             kwargs[name] = getattr(args, flag)
+    return (str(local) if looks_local else model), kwargs
+
+
+def _optimized_factory(args, log):
+    model, kwargs = _generator_kwargs(args)
+    looks_local = Path(model).is_dir()
 
     def make():
         log(f"loading {model}: importing torch and reading weights (compiling, if enabled, happens on the first batch)")
@@ -148,7 +173,7 @@ def _optimized_factory(args, log):
             raise ValueError(f"the optimized generator could not be imported ({exc}); check the installation "
                              "(bash scripts/setup.sh) or the torch/transformers versions") from exc
         try:
-            return create_optimized_local_generator(str(local) if looks_local else model, **kwargs)
+            return create_optimized_local_generator(model, **kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
             if looks_local:
                 raise
@@ -183,6 +208,10 @@ def cmd_run(args, console) -> int:
             def make():
                 return FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
                                         max_seq_length=args.max_seq_length)
+        elif args.ray:
+            if args.backend == "openai":
+                raise ValueError("--ray runs engine replicas; it does not combine with --backend openai")
+            make = _ray_factory(args, observer.message)
         elif args.backend == "openai":
             make = _openai_factory(args, observer.message)
         else:
