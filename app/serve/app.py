@@ -102,6 +102,9 @@ def _job(app: FastAPI, endpoint: str, body, ids: list[int], max_tokens: int | No
     window = engine.max_model_len
     if not ids:
         raise APIError(400, "the prompt is empty", param="prompt")
+    bad = [t for t in ids if not 0 <= t < (engine.vocab_size or t + 1)]
+    if bad:  # checked here too so that a stream gets a 400, not an error event after its 200
+        raise APIError(400, f"token ids out of range for a vocabulary of {engine.vocab_size}: {bad[:5]}", param="prompt")
     if max_tokens is None:
         max_tokens = window - len(ids)
     if len(ids) >= window or len(ids) + max_tokens > window:

@@ -22,6 +22,7 @@ class AsyncEngine:
         self.llm = self.thread.llm  # read-only use outside the engine thread: tokenizer, limits
         self.tokenizer = self.llm.tokenizer
         self.max_model_len = self.llm.max_model_len
+        self.vocab_size = int(getattr(self.llm.hf_config, "vocab_size", 0) or 0) or None
         self.in_flight = 0
 
     def new_id(self, prefix: str) -> str:

@@ -155,6 +155,9 @@ def test_errors_in_openai_shape(client, server):
         client.completions.create(model="other", prompt=PROMPT, max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="min_tokens"):
         client.completions.create(model="tiny", prompt=PROMPT, max_tokens=2, extra_body={"min_tokens": 3})
+    for stream in (False, True):
+        r = httpx.post(server.url + "/completions", json={"model": "tiny", "prompt": [10**6], "stream": stream})
+        assert r.status_code == 400 and "out of range" in r.json()["error"]["message"]
     r = httpx.post(server.url + "/completions", json={"model": "tiny", "prompt": PROMPT, "max_tokens": "x"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
