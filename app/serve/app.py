@@ -152,7 +152,7 @@ async def _run_all(app: FastAPI, request: Request, job: Job) -> list[RequestOutp
     tasks = _start(app, job)
     try:
         while True:
-            done, _ = await asyncio.wait(tasks, timeout=0.25)
+            done, _ = await asyncio.wait(tasks, timeout=0.1)
             if len(done) == len(tasks):
                 return [t.result() for t in tasks]
             if await request.is_disconnected():

@@ -116,3 +116,24 @@ def test_pool_prefers_least_loaded_and_bounds_each_endpoint():
     asyncio.run(run())
     with pytest.raises(ValueError, match="base-url"):
         EndpointPool([], limit=1)
+
+
+def test_backend_sends_the_key_and_a_wrong_key_fails_fast(server):
+    from app.llm.backends.openai_client import OpenAIBackendConfig, OpenAIDocGenerator
+    from app.serve.app import create_app
+    from app.serve.config import ServeConfig
+    from app.serve.server import BackgroundServer
+
+    cfg = ServeConfig(model="tiny", port=0, api_key="k3y")
+    keyed = BackgroundServer(cfg, app_engine=(create_app(cfg, server.engine), server.engine))
+    chunk = {"code": "def f(x):\n    return x", "name": "f"}
+    try:
+        with pytest.raises(ValueError, match="could not list models"):  # no key: /v1/models is refused
+            OpenAIDocGenerator(OpenAIBackendConfig([keyed.url], max_new_tokens=4))
+        gen = OpenAIDocGenerator(OpenAIBackendConfig([keyed.url], api_key="k3y", max_new_tokens=4))
+        assert gen.model_id == "tiny" and gen.max_seq_length == 256  # the server's window
+        gen.cfg.api_key = "wrong"
+        bad = gen.generate_batch([chunk])[0]
+        assert not bad.ok and "401" in bad.error and gen.totals["retries"] == 0  # 401 is not retried
+    finally:
+        keyed.stop(close_engine=False)

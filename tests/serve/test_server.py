@@ -135,12 +135,12 @@ def test_disconnect_while_waiting_for_a_plain_response_aborts_it(server):
     computed = server.engine.thread.call(lambda llm: llm.stats["computed_tokens"])
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 240, "temperature": 0, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + "/completions", json=body, timeout=httpx.Timeout(30, read=0.2))
+        httpx.post(server.url + "/completions", json=body, timeout=httpx.Timeout(30, read=0.05))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and _engine_idle(server) != (True, free_before):
         time.sleep(0.05)
     assert _engine_idle(server) == (True, free_before)
-    # not run to its 240 tokens (the server polls for the disconnect every 0.25 s)
+    # not run to its 240 tokens (the server polls for the disconnect every 0.1 s)
     assert server.engine.thread.call(lambda llm: llm.stats["computed_tokens"]) - computed < 240
 
 
