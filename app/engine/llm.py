@@ -127,11 +127,14 @@ class LLM:
         self._forget(seq)
         return True
 
-    def output_token_ids(self, request_id: str) -> list[int] | None:
-        """The tokens a request in flight has generated so far (streaming reads these between
-        steps); None once it has finished or if it was never added."""
+    def progress(self, request_id: str) -> tuple[list[int], list[dict] | None] | None:
+        """(tokens generated so far, their log-probs if asked) of a request in flight, for
+        streaming between steps; None once it has finished or if it was never added."""
         seq = self._requests.get(request_id)
-        return list(seq.output_token_ids) if seq is not None else None
+        if seq is None:
+            return None
+        lps = self._logprobs.get(seq.seq_id)
+        return list(seq.output_token_ids), (list(lps) if lps is not None else None)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished() or bool(self._early)

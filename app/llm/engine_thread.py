@@ -6,8 +6,8 @@ loop, or plain threads) talk to it only through a queue of commands:
 - `submit(prompt, params, request_id, on_done)`: the request joins the engine's continuous batch
   at the next step, whoever submitted it; `on_done(RequestOutput | Exception)` is called in the
   engine thread when it finishes (the caller hops back to its own loop with call_soon_threadsafe).
-  With `on_progress(token_ids)`, it is also called in the engine thread after every step that
-  added tokens to the request (the output tokens so far), for streaming.
+  With `on_progress(token_ids, logprobs)`, it is also called in the engine thread after every step that
+  added tokens to the request (the output tokens so far, and their log-probs or None), for streaming.
 - `abort(request_id)`: the engine frees the request's KV blocks; `on_done` is not called.
 - `call(fn)`: runs `fn(llm)` between two steps and returns its result (stats, reports).
 - `close()`: fails what is still pending with a clear error and joins the thread.
@@ -23,7 +23,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 OnDone = Callable[[Any], None]  # receives a RequestOutput, or the Exception that ended the request
-OnProgress = Callable[[list], None]  # receives the output token ids so far
+OnProgress = Callable[[list, Any], None]  # receives the output token ids so far and their log-probs
 
 
 class EngineClosedError(RuntimeError):
@@ -162,10 +162,10 @@ class EngineThread:
 
     def _report_progress(self) -> None:
         for rid, (cb, seen) in list(self._progress.items()):
-            ids = self.llm.output_token_ids(rid)
-            if ids is not None and len(ids) != seen:
-                self._progress[rid] = (cb, len(ids))
-                _notify(cb, ids)
+            now = self.llm.progress(rid)
+            if now is not None and len(now[0]) != seen:
+                self._progress[rid] = (cb, len(now[0]))
+                _notify_progress(cb, now)
 
     def _shutdown(self) -> None:
         err = EngineClosedError("the generator was closed before this chunk finished")
@@ -187,6 +187,13 @@ class EngineThread:
                 _notify(cmd[4], err)
             elif cmd[0] == "call" and cmd[2].set_running_or_notify_cancel():
                 cmd[2].set_exception(err)
+
+
+def _notify_progress(cb: OnProgress, now: tuple) -> None:
+    try:
+        cb(*now)
+    except Exception:
+        log.debug("progress callback failed", exc_info=True)
 
 
 def _notify(on_done: OnDone, value: Any) -> None:

@@ -23,7 +23,7 @@ from .config import ServeConfig
 from .engine_client import AsyncEngine
 from .metrics import ServerMetrics
 from .protocol import APIError, ChatCompletionRequest, CompletionRequest
-from .stream_text import StreamText
+from .stream_text import SampleStream
 
 
 @dataclass
@@ -112,8 +112,6 @@ def _job(app: FastAPI, endpoint: str, body, ids: list[int], max_tokens: int | No
                             f"{len(ids)} prompt tokens and asks for {max_tokens} completion tokens; shorten the "
                             "prompt or lower max_tokens", param="max_tokens" if len(ids) < window else "prompt",
                        code="context_length_exceeded")
-    if body.stream and logprobs is not None:
-        raise APIError(400, "logprobs with stream=true are not implemented; use stream=false", param="logprobs")
     if not 1 <= body.n <= 64:
         raise APIError(400, f"n must be in 1..64, got {body.n}", param="n")
     params = body.sampling_params(max_tokens, logprobs)
@@ -178,8 +176,9 @@ async def _sse(app: FastAPI, job: Job):
     tasks = _start(app, job, queue)
     for i, t in enumerate(tasks):
         t.add_done_callback(lambda t, i=i: queue.put_nowait((i, t)))
-    texts = [StreamText(job.params.stop) for _ in range(job.n)]
-    first, outs = [True] * job.n, [None] * job.n
+    skip = job.params.skip_special_tokens
+    samples = [SampleStream(job.params.stop, lambda ids: tok.decode(ids, skip)) for _ in range(job.n)]
+    outs: list = [None] * job.n
     finished = False
     try:
         while any(o is None for o in outs):
@@ -190,13 +189,15 @@ async def _sse(app: FastAPI, job: Job):
                 outs[i] = out = item.result()
                 if out.error:
                     raise APIError(400, out.error)
-                text, finish = texts[i].finish(out.text), out.finish_reason
+                (text, lps), finish = samples[i].finish(out.text, out.token_ids, out.logprobs), out.finish_reason
             else:
-                text, finish = texts[i].update(tok.decode(item, job.params.skip_special_tokens)), None
-                if not text:
+                step = samples[i].update(*item)
+                if step is None:
                     continue
-            yield _event(R.chunk(job.rid, cfg.name, job.chat, i, text, finish, first[i]))
-            first[i] = False
+                (text, lps), finish = step, None
+            yield _event(R.chunk(job.rid, cfg.name, job.chat, i, text, finish, samples[i].first,
+                                 _chunk_logprobs(tok.hf, job, lps, samples[i])))
+            samples[i].first = False
         m.generation_tokens += sum(len(o.token_ids) for o in outs)
         yield _event(R.usage_chunk(job.rid, cfg.name, job.chat, len(job.prompt_ids), outs))
         yield "data: [DONE]\n\n"
@@ -213,6 +214,16 @@ async def _sse(app: FastAPI, job: Job):
             m.count(job.endpoint, "disconnected")
         for t in tasks:
             t.cancel()
+
+
+def _chunk_logprobs(tok, job: Job, entries: list | None, sample: SampleStream) -> dict | None:
+    if entries is None:
+        return None
+    if job.chat:
+        return R.chat_logprobs(tok, entries)
+    body = R.completion_logprobs(tok, entries, job.want_top, sample.offset)
+    sample.offset += sum(len(t) for t in body["tokens"])
+    return body
 
 
 def _event(obj: dict) -> str:

@@ -1,7 +1,8 @@
 """AsyncEngine: the server's asyncio face of one engine, driven by app.llm.engine_thread.
 
 Each sample of each HTTP request is one engine request. Awaiting `run` yields its final
-RequestOutput; with a progress queue it also receives (index, token ids so far) after every step.
+RequestOutput; with a progress queue it also receives (index, (token ids so far, log-probs or None))
+after every step that added tokens.
 Cancelling the awaiting task (client gone) aborts the engine request, which frees its KV blocks.
 """
 from __future__ import annotations
@@ -41,9 +42,9 @@ class AsyncEngine:
 
         on_progress = None
         if progress is not None:
-            def on_progress(ids: list[int]) -> None:  # engine thread
+            def on_progress(ids: list[int], logprobs: list | None) -> None:  # engine thread
                 try:
-                    loop.call_soon_threadsafe(progress.put_nowait, (index, ids))
+                    loop.call_soon_threadsafe(progress.put_nowait, (index, (ids, logprobs)))
                 except RuntimeError:
                     pass
 

@@ -18,12 +18,13 @@ def _tok(tokenizer: Any, tid: int) -> str:
     return tokenizer.decode([tid], skip_special_tokens=False)
 
 
-def completion_logprobs(tokenizer: Any, entries: list[dict] | None, want_top: bool) -> dict | None:
-    """The legacy completions shape: parallel lists of tokens, log-probs, top alternatives, offsets."""
+def completion_logprobs(tokenizer: Any, entries: list[dict] | None, want_top: bool, start: int = 0) -> dict | None:
+    """The legacy completions shape: parallel lists of tokens, log-probs, top alternatives, and
+    offsets of each token in the whole completion (a stream chunk passes where it starts)."""
     if entries is None:
         return None
     tokens = [_tok(tokenizer, e["token_id"]) for e in entries]
-    offsets, pos = [], 0
+    offsets, pos = [], start
     for t in tokens:
         offsets.append(pos)
         pos += len(t)
@@ -59,14 +60,15 @@ def chat_body(rid: str, model: str, tokenizer: Any, prompt_tokens: int, outs: li
             "choices": choices, "usage": usage(prompt_tokens, outs)}
 
 
-def chunk(rid: str, model: str, chat: bool, index: int, text: str, finish: str | None, first: bool) -> dict:
+def chunk(rid: str, model: str, chat: bool, index: int, text: str, finish: str | None, first: bool,
+          logprobs: dict | None = None) -> dict:
     if chat:
         delta: dict = {"content": text}
         if first:
             delta["role"] = "assistant"
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
     else:
-        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
     return {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()), "model": model, "choices": [choice]}
 

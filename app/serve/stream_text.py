@@ -45,3 +45,29 @@ class StreamText:
             raise RuntimeError("streamed text diverged from the final text; please report this")
         delta, self.sent = final_text[len(self.sent):], final_text
         return delta
+
+
+class SampleStream:
+    """One sample of a stream: its text deltas, and the log-prob entries of the tokens each delta
+    covers (tokens whose text is held back ride with the next delta; the last one takes the rest)."""
+
+    def __init__(self, stops: list[str], decode) -> None:
+        self.text = StreamText(stops)
+        self.decode = decode
+        self.lp_sent = 0
+        self.first = True
+        self.offset = 0  # characters of the tokens whose log-probs were sent (completions' text_offset)
+
+    def update(self, ids: list[int], logprobs: list | None) -> tuple[str, list | None] | None:
+        delta = self.text.update(self.decode(ids))
+        return (delta, self._take(logprobs, len(ids))) if delta else None
+
+    def finish(self, text: str, token_ids: list[int], logprobs: list | None) -> tuple[str, list | None]:
+        return self.text.finish(text), self._take(logprobs, len(token_ids))
+
+    def _take(self, logprobs: list | None, upto: int) -> list | None:
+        if logprobs is None:
+            return None
+        new = logprobs[self.lp_sent:upto]
+        self.lp_sent = max(self.lp_sent, upto)
+        return new

@@ -87,6 +87,25 @@ def test_logprobs(client, reference, server):
     assert all(len(x.top_logprobs) == 2 for x in got)
 
 
+@pytest.mark.parametrize("chat", [False, True])
+def test_streamed_logprobs_add_up_to_the_plain_ones(client, chat):
+    kw = dict(model="tiny", max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
+    if chat:
+        kw.update(messages=MESSAGES, logprobs=True, top_logprobs=2)
+        plain = client.chat.completions.create(**kw).choices[0].logprobs.content
+        streamed = [x for c in client.chat.completions.create(stream=True, **kw) if c.choices
+                    for x in (c.choices[0].logprobs.content if c.choices[0].logprobs else [])]
+        assert [(x.token, x.logprob) for x in streamed] == [(x.token, x.logprob) for x in plain]
+    else:
+        kw.update(prompt=PROMPT, logprobs=1)
+        plain = client.completions.create(**kw).choices[0].logprobs
+        parts = [c.choices[0].logprobs for c in client.completions.create(stream=True, **kw) if c.choices]
+        parts = [p for p in parts if p is not None]
+        assert [t for p in parts for t in p.tokens] == plain.tokens and len(plain.tokens) == 8
+        assert [x for p in parts for x in p.token_logprobs] == plain.token_logprobs
+        assert [x for p in parts for x in p.text_offset] == plain.text_offset
+
+
 def test_64_concurrent_requests_all_correct(server, reference):
     prompts = [f"def f{i}(x):\n    return x + {i}" for i in range(64)]
     lens = [4 + i % 9 for i in range(64)]
