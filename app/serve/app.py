@@ -1,7 +1,8 @@
 """The FastAPI application: OpenAI routes over one AsyncEngine.
 
 POST /v1/completions, POST /v1/chat/completions (stream or not), GET /v1/models, GET /health,
-GET /metrics. /v1 routes need `Authorization: Bearer KEY` when the server has a key.
+GET /metrics, and vLLM's POST /tokenize. /v1 routes and /tokenize need `Authorization: Bearer KEY`
+when the server has a key.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from . import responses as R
 from .config import ServeConfig
 from .engine_client import AsyncEngine
 from .metrics import ServerMetrics
-from .protocol import APIError, ChatCompletionRequest, CompletionRequest
+from .protocol import APIError, ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from .stream_text import SampleStream
 
 
@@ -79,18 +80,31 @@ def create_app(cfg: ServeConfig, engine: AsyncEngine) -> FastAPI:
         job.want_top = bool(body.logprobs)
         return await _serve(app, request, job, body.stream)
 
+    @app.post("/tokenize", dependencies=[Depends(auth)])
+    async def tokenize(body: TokenizeRequest) -> dict:
+        """vLLM's route: clients size their inputs with the served model's own tokenizer."""
+        if (body.prompt is None) == (body.messages is None):
+            raise APIError(400, "send either `prompt` or `messages`", param="prompt")
+        text = body.prompt if body.prompt is not None else _chat_text(engine, body.messages)
+        ids = engine.tokenizer.encode(text)
+        return {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids}
+
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
     async def chat(body: ChatCompletionRequest, request: Request):
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        try:
-            text = engine.tokenizer.apply_chat_template(messages)
-        except Exception as e:  # e.g. the template rejects a role order
-            raise APIError(400, f"the model's chat template rejected these messages: {e}", param="messages") from e
-        ids = engine.tokenizer.encode(text)
+        ids = engine.tokenizer.encode(_chat_text(engine, body.messages))
         job = _job(app, "chat", body, ids, body.requested_max_tokens(), body.requested_logprobs(), chat=True)
         return await _serve(app, request, job, body.stream)
 
     return app
+
+
+def _chat_text(engine: AsyncEngine, messages) -> str:
+    try:
+        return engine.tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in messages])
+    except APIError:
+        raise
+    except Exception as e:  # e.g. the template rejects a role order
+        raise APIError(400, f"the model's chat template rejected these messages: {e}", param="messages") from e
 
 
 def _job(app: FastAPI, endpoint: str, body, ids: list[int], max_tokens: int | None, logprobs: int | None,

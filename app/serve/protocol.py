@@ -115,4 +115,13 @@ class ChatCompletionRequest(_Sampling):
         return self.top_logprobs or 0
 
 
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize: a prompt as is, or chat messages through the model's template."""
+    model_config = ConfigDict(extra="ignore")
+
+    model: Optional[str] = None
+    prompt: Optional[str] = None
+    messages: Optional[list[ChatMessage]] = None
+
+
 Finish = Literal["stop", "length"]

@@ -52,6 +52,22 @@ def test_run_against_server_equals_in_process(wide_server, tiny_checkpoint, tmp_
     assert len(local) >= 8 and local == remote
 
 
+def test_backend_sizes_chunks_with_the_served_tokenizer(wide_server, tiny_checkpoint):
+    """Through /tokenize the generator counts exactly what the in-process generator counts."""
+    from app.llm.backends.openai_client import OpenAIBackendConfig, OpenAIDocGenerator
+    from app.llm.prompts import count_prompt_tokens, count_tokens
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint("tiny")))
+    gen = OpenAIDocGenerator(OpenAIBackendConfig([wide_server.url]))
+    chunk = {"code": "def area(r):\n    return 3.14159 * r ** 2", "name": "area", "path": "g.py"}
+    try:
+        assert gen.count_tokens("héllo wörld  x") == count_tokens(tok, "héllo wörld  x")
+        assert gen.count_prompt_tokens(chunk) == count_prompt_tokens(tok, chunk)
+    finally:
+        gen.close()
+
+
 def test_run_survives_a_server_restart(wide_server, tmp_path, monkeypatch):
     """Stop the HTTP server once a few requests are served, bring it back on the same port 1.5 s
     later: every chunk is still documented (connection errors were retried)."""

@@ -8,7 +8,9 @@ The prompt goes out as chat messages (app.llm.prompts.build_messages); the serve
 model's chat template, as the in-process generator does with the same messages. Requests are
 spread over the endpoints (least loaded first, bounded per endpoint); timeouts, connection errors,
 429 and 5xx are retried with exponential backoff; other 4xx fail that chunk only. Token counts
-come from the server's `usage`.
+come from the server's `usage`. Where the first server offers vLLM's `POST /tokenize` (ours and
+vLLM do), `count_tokens` / `count_prompt_tokens` use it, so docgen sizes chunks with the served
+model's tokenizer, exactly as with the in-process engine; elsewhere docgen estimates from characters.
 """
 from __future__ import annotations
 
@@ -67,6 +69,10 @@ class OpenAIDocGenerator:
         self._loop = None
         self.max_seq_length = cfg.max_seq_length
         self.model_id = cfg.model or self._discover_model()
+        self._tokenizer_http = self._probe_tokenize()
+        if self._tokenizer_http is not None:  # instance attributes: docgen looks these up with getattr
+            self.count_tokens = self._count_tokens
+            self.count_prompt_tokens = self._count_prompt_tokens
         self.totals = {"requests": 0, "retries": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0}
 
     def _discover_model(self) -> str:
@@ -86,6 +92,32 @@ class OpenAIDocGenerator:
         if isinstance(window, int) and window > 1:
             self.max_seq_length = min(self.max_seq_length, window)
         return models[0].id
+
+    def _probe_tokenize(self):
+        import httpx
+
+        root = self.cfg.base_urls[0].removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {self.cfg.api_key}"} if self.cfg.api_key else {}
+        http = httpx.Client(base_url=root, headers=headers, timeout=30.0)
+        try:
+            r = http.post("/tokenize", json={"model": self.model_id, "prompt": "x"})
+            if r.status_code == 200 and isinstance(r.json().get("count"), int):
+                return http
+        except (httpx.HTTPError, ValueError):
+            pass
+        http.close()
+        return None
+
+    def _tokenize(self, body: dict) -> int:
+        r = self._tokenizer_http.post("/tokenize", json={"model": self.model_id, **body})
+        r.raise_for_status()
+        return int(r.json()["count"])
+
+    def _count_tokens(self, text: str) -> int:
+        return self._tokenize({"prompt": text})
+
+    def _count_prompt_tokens(self, chunk: ChunkLike) -> int:
+        return self._tokenize({"messages": build_messages(as_chunk(chunk))})
 
     def _client(self, url: str):
         """One AsyncOpenAI per endpoint per event loop (httpx connections belong to one loop)."""
@@ -172,4 +204,6 @@ class OpenAIDocGenerator:
                 "totals": dict(self.totals)}
 
     def close(self) -> None:
+        if self._tokenizer_http is not None:
+            self._tokenizer_http.close()
         self._clients = {}  # their connections close with the event loop that opened them
