@@ -16,7 +16,15 @@ CHUNKS = [dict(code=f"def f{i}(x):\n    return x * {i} + {i % 3}", name=f"f{i}",
 
 
 @pytest.fixture(scope="module")
-def ray_gen(tiny_checkpoint):
+def cluster():
+    """One local cluster for the module, with room for the fixture's replicas and the CLI's."""
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="warning")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_gen(cluster, tiny_checkpoint):
     from app.llm.backends.ray_replicas import RayConfig, RayDocGenerator
 
     gen = RayDocGenerator(RayConfig(str(tiny_checkpoint("tiny")), replicas=2, generator_kwargs=GEN, max_in_flight=3))
@@ -56,3 +64,23 @@ def test_killed_replica_is_restarted_and_nothing_is_lost(ray_gen, reference):
     assert [(r.text, r.completion_tokens) for r in got] == reference
     assert ray.get(victim.info.remote())["pid"] != pid  # a new process serves replica 0
 
+
+
+def test_docgen_run_ray_documents_like_one_process(cluster, tiny_checkpoint, tmp_path):
+    """`docgen run --ray --replicas 2` (on the running cluster) stores what an in-process run stores."""
+    import shutil
+    import sqlite3
+
+    from app.cli import main
+    from tests.docgen.conftest import DEMO
+
+    flags = ["--plain", "--no-retry", "--max-new-tokens", "8", "--max-seq-length", "1024", "--quantization", "none",
+             "--model", str(tiny_checkpoint("tiny"))]
+    stores = []
+    for name, extra in (("local", []), ("ray", ["--ray", "--replicas", "2"])):
+        shutil.copytree(DEMO / "geometry", tmp_path / name / "geometry")
+        assert main(["run", str(tmp_path / name), *flags, *extra]) == 0
+        db = sqlite3.connect(str(tmp_path / name / ".docgen" / "docgen.sqlite"))
+        stores.append(dict(db.execute("SELECT u.uid, r.text FROM units u JOIN results r ON u.key = r.key")))
+        db.close()
+    assert len(stores[0]) >= 8 and stores[0] == stores[1]

@@ -35,6 +35,7 @@ class RayConfig:
     generator_kwargs: dict[str, Any] = field(default_factory=dict)  # create_optimized_local_generator's
     max_in_flight: int = 32  # chunks per replica at a time (its engine batches them)
     max_resubmits: int = 3
+    start_timeout: float = 900.0  # seconds for every replica to load its model
 
     def __post_init__(self) -> None:
         if not isinstance(self.replicas, int) or self.replicas < 1:
@@ -78,7 +79,12 @@ class RayDocGenerator:
         kwargs = dict(cfg.generator_kwargs)
         kwargs.setdefault("device", "cuda" if gpus else "cpu")
         self.actors = [actor.remote(cfg.model, kwargs) for _ in range(cfg.replicas)]
-        infos = ray.get([a.info.remote() for a in self.actors])  # waits until every replica has loaded
+        try:  # waits until every replica has loaded (or the cluster says it cannot place them)
+            infos = ray.get([a.info.remote() for a in self.actors], timeout=cfg.start_timeout)
+        except ray.exceptions.GetTimeoutError as e:
+            self.close()
+            raise ValueError(f"{cfg.replicas} replicas did not start within {cfg.start_timeout:.0f} s; the cluster "
+                             f"has {ray.available_resources()} free (each replica needs {res})") from e
         self.model_id = cfg.model
         self.max_seq_length = min(i["max_seq_length"] for i in infos)
         self.pool = EndpointPool([f"replica-{i}" for i in range(cfg.replicas)], cfg.max_in_flight, max_cooldown=2.0)
