@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="generate documentation")
     _add_common(run)
-    run.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
+    run.add_argument("--model", help=f"hub id or local folder (default {DEFAULT_MODEL}); with --backend openai: "
+                                     "the served model's name (default: the first the server lists)")
     run.add_argument("--out", help="Markdown output folder (default PATH/docs)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write docstrings into Python sources")
@@ -52,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=64, help="chunks per submission (0: a whole wave at once)")
     run.add_argument("--plain", action="store_true", help="plain log lines instead of the live display")
     run.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    remote = run.add_argument_group("OpenAI-compatible servers (--backend openai)")
+    remote.add_argument("--backend", choices=["local", "openai"], default="local",
+                        help="local: this process's engine (default); openai: one or more HTTP servers")
+    remote.add_argument("--base-url", action="append", default=[],
+                        help="server base URL ending in /v1 (repeat for several servers; least-loaded first)")
+    remote.add_argument("--api-key-env", help="environment variable holding the servers' API key")
+    remote.add_argument("--max-concurrency", type=int, default=16, help="requests in flight per server (default 16)")
+    remote.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    remote.add_argument("--max-retries", type=int, default=8,
+                        help="retries per chunk on connection errors, timeouts, 429 and 5xx (default 8)")
+    scale = run.add_argument_group("Ray (pip install '.[ray]')")
+    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run --replicas engine replicas as Ray actors: on a new local cluster, or the one at ADDRESS")
+    scale.add_argument("--replicas", type=int, default=1, help="with --ray: engine replicas (one GPU each, if any)")
     opt = run.add_argument_group("optimized generator (unset flags keep the generator's defaults)")
     opt.add_argument("--quantization", help="weights: none, 4bit, 8bit, ...")
     opt.add_argument("--max-batch-size", type=int)
@@ -74,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--model", default=DEFAULT_MODEL)
     est.add_argument("--max-seq-length", type=int, default=4096)
     est.add_argument("--max-new-tokens", type=int, default=256)
+
+    srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API (needs the `serve` extra)")
+    from app.serve.__main__ import add_serve_args
+
+    add_serve_args(srv)
 
     chk = sub.add_parser("check", help="exit non-zero when public code lacks docs or docs are stale (for CI)",
                          epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,8 +123,47 @@ def _store_path(args) -> Path:
     return (p if p.is_dir() else file_base(p)) / ".docgen" / "docgen.sqlite"
 
 
-def _optimized_factory(args, log):
-    model = args.model
+def _openai_factory(args, log):
+    import os
+
+    if not args.base_url:
+        raise ValueError("--backend openai needs --base-url URL (e.g. http://127.0.0.1:8000/v1)")
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    from app.llm.backends.openai_client import OpenAIBackendConfig, OpenAIDocGenerator
+
+    cfg = OpenAIBackendConfig(args.base_url, model=args.model, api_key=key, max_concurrency=args.max_concurrency,
+                              timeout=args.request_timeout, max_retries=args.max_retries,
+                              max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              max_seq_length=args.max_seq_length)
+
+    def make():
+        log(f"connecting to {', '.join(cfg.base_urls)}")
+        return OpenAIDocGenerator(cfg)
+
+    return make
+
+
+def _ray_factory(args, log):
+    model, kwargs = _generator_kwargs(args)
+    if Path(model).is_dir():
+        model = str(Path(model).resolve())  # the replicas' processes may start elsewhere
+
+    def make():
+        from app.llm.backends.ray_replicas import RayConfig, RayDocGenerator
+
+        log(f"starting {args.replicas} Ray replicas of {model} ({'local cluster' if args.ray == 'local' else args.ray})")
+        return RayDocGenerator(RayConfig(model, replicas=args.replicas, generator_kwargs=kwargs,
+                                         address=None if args.ray == "local" else args.ray))
+
+    return make
+
+
+def _generator_kwargs(args) -> tuple[str, dict]:
+    model = args.model or DEFAULT_MODEL
     local = Path(model).expanduser()
     looks_local = local.exists() or model.startswith((".", "/", "~"))
     if looks_local and not local.is_dir():
@@ -116,6 +175,12 @@ def _optimized_factory(args, log):
                        ("compile", "enable_compilation"), ("flash_attention", "use_flash_attention")]:
         if getattr(args, flag) is not None:
             kwargs[name] = getattr(args, flag)
+    return (str(local) if looks_local else model), kwargs
+
+
+def _optimized_factory(args, log):
+    model, kwargs = _generator_kwargs(args)
+    looks_local = Path(model).is_dir()
 
     def make():
         log(f"loading {model}: importing torch and reading weights (compiling, if enabled, happens on the first batch)")
@@ -127,7 +192,7 @@ def _optimized_factory(args, log):
         from app.engine.model_check import ModelLoadError
 
         try:
-            return create_optimized_local_generator(str(local) if looks_local else model, **kwargs)
+            return create_optimized_local_generator(model, **kwargs)
         except ModelLoadError:
             raise  # already says what is wrong with the checkpoint and what to do
         except Exception as exc:  # any other load failure: one clear message (the traceback with --debug)
@@ -158,10 +223,18 @@ def cmd_run(args, console) -> int:
     live = console.is_terminal and not args.plain
     observer = RichProgress(console) if live else PlainProgress(print_fn=lambda s: print(s, flush=True))
     try:
+        if args.base_url and args.backend != "openai":
+            raise ValueError("--base-url is for --backend openai; add --backend openai")
         if args.generator == "fake":
             def make():
                 return FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
                                         max_seq_length=args.max_seq_length)
+        elif args.ray:
+            if args.backend == "openai":
+                raise ValueError("--ray runs engine replicas; it does not combine with --backend openai")
+            make = _ray_factory(args, observer.message)
+        elif args.backend == "openai":
+            make = _openai_factory(args, observer.message)
         else:
             make = _optimized_factory(args, observer.message)
         outcome = run_docgen(opts, make, observer)
@@ -229,6 +302,17 @@ def cmd_check(args) -> int:
     return 0 if out.ok else 1
 
 
+def cmd_serve(args) -> int:
+    from app.serve.__main__ import config_from_args
+    from app.serve.server import serve_forever
+
+    cfg = config_from_args(args)  # refuses a non-loopback address without --api-key, before loading
+    print(f"docgen serve: loading {cfg.model}; then serving {cfg.name!r} at http://{cfg.host}:{cfg.port}/v1",
+          file=sys.stderr, flush=True)
+    serve_forever(cfg)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
@@ -238,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, Console(stderr=False))
         if args.command == "estimate":
             return cmd_estimate(args)
+        if args.command == "serve":
+            return cmd_serve(args)
         return cmd_check(args)
     except ValueError as exc:
         if getattr(args, "debug", False):

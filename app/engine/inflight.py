@@ -19,20 +19,22 @@ log = logging.getLogger(__name__)
 
 
 class PendingTokens:
-    def __init__(self, tokens: torch.Tensor, seq_ids: list[int]):
+    def __init__(self, tokens: torch.Tensor, seq_ids: list[int], aux: dict[str, torch.Tensor] | None = None):
+        """aux: other per-step tensors the host needs with the tokens (log-probs), copied the same way."""
         assert tokens.dim() == 1 and len(seq_ids) == tokens.shape[0], "one sampled token per sequence"
         self.tokens = tokens  # (R,) int64 on the device; row i belongs to seq_ids[i]
         self.row_of = {sid: i for i, sid in enumerate(seq_ids)}
         self.event = None
+        self.on_result = None  # called once with the host copy of `aux` when result() runs
         if tokens.is_cuda:
             # Pinned destination: a non-blocking copy from the device cannot be pageable. The
-            # event is recorded right after the copy, so waiting on it never waits for later steps.
-            self.host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
-            self.host.copy_(tokens, non_blocking=True)
+            # event is recorded right after the copies, so waiting on it never waits for later steps.
+            self.host = _to_pinned(tokens)
+            self.aux = {k: _to_pinned(v) for k, v in (aux or {}).items()}
             self.event = torch.cuda.Event()
             self.event.record()
         else:
-            self.host = tokens
+            self.host, self.aux = tokens, dict(aux or {})
 
     def fill(self, input_ids: torch.Tensor, fills: list[tuple[int, int]]) -> None:
         """input_ids[row] = tokens[src] for each (row, src): the next step's placeholder inputs,
@@ -46,8 +48,17 @@ class PendingTokens:
         """Blocks until the tokens are on the host; seq_id -> [token]."""
         if self.event is not None:
             self.event.synchronize()
+        if self.on_result is not None:
+            self.on_result(self.aux)
+            self.on_result = None
         vals = self.host.tolist()
         return {sid: [vals[i]] for sid, i in self.row_of.items()}
+
+
+def _to_pinned(t: torch.Tensor) -> torch.Tensor:
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    return host
 
 
 def to_device(x: list, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:

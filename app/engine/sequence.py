@@ -52,7 +52,7 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: str | None = None
     error: str | None = None
-    stop_text_index: int | None = None  # where a stop string begins in the decoded text
+    stop_text_index: int | None = None  # where the output text ends after a stop string (stop_strings.py)
     num_preemptions: int = 0
     spec_proposed: int = 0
     spec_accepted: int = 0
