@@ -53,6 +53,10 @@ def _param_name(node, src: bytes) -> list[str]:
         return [text(node, src)]
     if node.type == "self_parameter":
         return ["self"]
+    if node.type == "spread_parameter":  # Java varargs `T... name`: the name is in the declarator, not the type
+        decl = next((c for c in node.named_children if c.type == "variable_declarator"), None)
+        if decl is not None:
+            return _param_name(decl, src)
     names = node.children_by_field_name("name")
     if names:
         return [text(n, src) for n in names]

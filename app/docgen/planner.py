@@ -11,6 +11,7 @@ from typing import Callable
 from app.docgen import pyimports
 from app.docgen.checks import repository_identifiers
 from app.docgen.chunker import FileChunks, chunk_source
+from app.docgen.docbudget import fit_existing_doc
 from app.docgen.graph import Schedule, build_deps, schedule
 from app.docgen.parts import CHARS_PER_TOKEN, estimate_tokens, split_unit
 from app.docgen.units import SourceUnit
@@ -89,6 +90,7 @@ def make_plan(root: str | Path, cfg: PlanConfig | None = None) -> Plan:
     for fc in files:
         for u in fc.units:
             units.append(u)
+            fit_existing_doc(u, cfg.code_budget, cfg.chars_per_token)
             units.extend(split_unit(u, cfg.code_budget, cfg.chars_per_token, fits=cfg.fits))
     deps = build_deps(units, py_imports)
     sched = schedule(units, deps, fast=cfg.fast)
