@@ -48,12 +48,16 @@ def cut_existing_doc(code: str, doc: str, max_chars: int) -> str | None:
 
 
 def fit_existing_doc(unit: SourceUnit, code_budget_tokens: int, chars_per_token: float) -> None:
-    """Set `unit.prompt_code` to the code with its doc cut when the doc exceeds its share of the budget."""
+    """When the doc exceeds its share of the budget: `unit.prompt_code` is the code with the doc cut
+    (where the doc is inside the code, as Python's is) and `unit.prompt_doc` the doc's head."""
     if not unit.existing_doc or unit.prompt_code:
         return
     budget = int(code_budget_tokens * DOC_SHARE)
     if estimate_tokens(unit.existing_doc, chars_per_token) <= budget:
         return
-    cut = cut_existing_doc(unit.code, unit.existing_doc, int(budget * chars_per_token))
+    max_chars = int(budget * chars_per_token)
+    head = unit.existing_doc[:max_chars].rsplit("\n", 1)[0]
+    unit.prompt_doc = head + "\n... (the rest of the existing documentation left out of this prompt)"
+    cut = cut_existing_doc(unit.code, unit.existing_doc, max_chars)
     if cut is not None:
         unit.prompt_code = cut

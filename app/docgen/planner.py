@@ -66,6 +66,7 @@ class Plan:
     known_identifiers: set[str]
     parse_error_files: list[str]
     by_uid: dict[str, SourceUnit] = field(default_factory=dict)
+    deps: dict[str, set[str]] = field(default_factory=dict)  # the dependency graph, even with --fast
     chars_per_token: float = CHARS_PER_TOKEN  # what the code budget was sized with
 
     def __post_init__(self) -> None:
@@ -97,4 +98,5 @@ def make_plan(root: str | Path, cfg: PlanConfig | None = None) -> Plan:
     # File and folder names count as identifiers too: docs name modules (`shapes`, `test_cli`).
     known = repository_identifiers([f.text for f in walked.files] + [f.rel.replace("/", " ") for f in walked.files])
     return Plan(root=walked.root, walk=walked, files=files, units=units, schedule=sched, known_identifiers=known,
-                parse_error_files=[fc.path for fc in files if fc.parse_errors], chars_per_token=cfg.chars_per_token)
+                parse_error_files=[fc.path for fc in files if fc.parse_errors], chars_per_token=cfg.chars_per_token,
+                deps=deps)

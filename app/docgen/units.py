@@ -32,6 +32,7 @@ class SourceUnit:
     part_of: str = ""  # uid of the whole unit when this is a part
     parts: list[str] = field(default_factory=list)  # uids of this unit's parts when it was split
     prompt_code: str = ""  # code shown to the model when it differs from `code` (a split unit's head)
+    prompt_doc: str = ""  # existing_doc as the prompt shows it when cut to a budget (docbudget.py)
     exported: bool = True  # public API by the language's rule (see exports.py); `docgen check` uses it
 
     @property
@@ -60,6 +61,6 @@ class SourceUnit:
             start_line=self.start_line,
             end_line=self.end_line,
             signature=self.signature,
-            existing_doc=self.existing_doc,
+            existing_doc=self.prompt_doc or self.existing_doc,
             context=context,
         )

@@ -1,0 +1,98 @@
+"""Markdown pages: escaped text, rendered doc tags, anchors and contents, cross-links, source
+links, a Mermaid call graph, decorators on their own lines, parts, counts that add up."""
+from __future__ import annotations
+
+import re
+
+from app.docgen.fake_generator import FakeDocGenerator
+from app.docgen.writers.doctext import render_doc
+from tests.docgen.conftest import run_fake, write
+
+PY = (
+    "import functools\n\n\n"
+    "def leaf(x):\n    return x + 1\n\n\n"
+    "@functools.lru_cache(maxsize=None)\n"
+    "def mid(x):\n    return leaf(x) * 2\n\n\n"
+    "def empty(y):\n    return y\n"
+)
+JAVA = """
+public class Box {
+  /**
+   * Wraps a value.
+   *
+   * <p>See {@link java.util.Optional#of} and {@code Box.of(1)}.
+   *
+   * @param value the value to wrap
+   * @return a new {@code Box}
+   * @throws IllegalArgumentException when value is null
+   */
+  public static Box of(Object value) { return new Box(); }
+}
+"""
+
+
+class _Texts(FakeDocGenerator):
+    """Generated text with Markdown in it; `empty` gets an empty generation."""
+
+    def _text(self, chunk):
+        if chunk.name == "empty":
+            return ""
+        return "# Not a heading\nUses <T> and a_b_c.\n\nArgs:\n    x: the input\n        on two lines."
+
+
+def _pages(tmp_path, files, **kw):
+    root = write(tmp_path / "p", files)
+    out, _ = run_fake(root, _Texts(max_seq_length=kw.get("max_seq_length", 4096)), **kw)
+    return root / "docs", out
+
+
+def test_generated_text_is_escaped_and_sections_rendered():
+    lines = render_doc("# Not a heading\nUses <T> and a_b_c.\n\nArgs:\n    x: the input\n        on two lines.")
+    assert lines[0] == "\\# Not a heading"
+    assert "&lt;T&gt;" in lines[1] and "a\\_b\\_c" in lines[1]
+    assert "| `x` |   | the input on two lines. |" in lines  # not an indented code block
+    assert not any(line.startswith("    ") for line in lines)
+
+
+def test_javadoc_and_jsdoc_tags_are_rendered():
+    java = "\n".join(render_doc(JAVA.split("/**")[1].split("*/")[0].replace("   *", "").replace("  *", ""), "java"))
+    assert "{@" not in java and "<p>" not in java and "@param" not in java
+    assert "`java.util.Optional.of`" in java and "`Box.of(1)`" in java
+    assert "| `value` |   | the value to wrap |" in java
+    assert "**Returns**: a new `Box`" in java and "- IllegalArgumentException: when value is null" in java
+    js = render_doc("Render `view`.\n\n@param {string} name the view name\n@return {Promise<string>} html")
+    assert "| `name` | string | the view name |" in js
+    assert "**Returns** (Promise&lt;string&gt;): html" in js
+
+
+def test_page_structure_links_graph_and_counts(tmp_path):
+    docs, out = _pages(tmp_path, {"m.py": PY, "Box.java": JAVA})
+    page = (docs / "m.py.md").read_text()
+    assert "\n# Not a heading" not in page and "\\# Not a heading" in page
+    anchors = set(re.findall(r'<a id="([^"]+)"></a>', page))
+    contents = re.findall(r"^- \[[^\]]+\]\(#([^)]+)\)", page, flags=re.M)
+    assert sorted(contents) == sorted(anchors) and len(anchors) == 3  # leaf, mid, empty
+    assert "**Calls:** [`leaf`](#u-leaf)" in page and "**Called by:** [`mid`](#u-mid)" in page
+    assert "[`m.py` lines 4\u20135](../m.py#L4-L5)" in page
+    assert "```mermaid\nflowchart LR\n" in page and '["mid"]' in page and " --> " in page
+    assert "@functools.lru_cache(maxsize=None)\ndef mid(x)" in page
+    # An empty generation is not documentation, and flagged never exceeds documented.
+    assert "## function `empty`" in page and "_Not documented" in page.split("## function `empty`")[1]
+    index = (docs / "index.md").read_text()
+    row = next(line for line in index.splitlines() if line.startswith("| [m.py]"))
+    documented, total = map(int, row.split("|")[3].split("/"))
+    flagged = int(row.split("|")[4])
+    assert (documented, total) == (3, 4)  # module, leaf, mid; not the empty one
+    assert flagged <= documented
+    java = (docs / "Box.java.md").read_text()
+    assert "| `value` |" in java and "{@link" not in java
+
+
+def test_parts_of_a_long_unit_are_shown_on_its_page(tmp_path):
+    body = "".join(f"    v{i} = x * {i} + {i}\n" for i in range(400))
+    docs, out = _pages(tmp_path, {"big.py": f"def big(x):\n{body}    return v0\n"}, max_seq_length=1500,
+                       max_new_tokens=128)
+    page = (docs / "big.py.md").read_text()
+    m = re.search(r"documented in (\d+) parts", page)
+    assert m and int(m.group(1)) >= 3
+    assert page.count("**Lines ") == int(m.group(1))
