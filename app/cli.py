@@ -293,17 +293,18 @@ def cmd_estimate(args, verbosity) -> int:
     size = f"{est.params / 1e9:.2g}B parameters ({est.params_source})" if est.params else f"size {est.params_source}"
     print(f"files: {est.files}  chunks: {est.chunks}  waves: {est.waves}  (window {est.window} tokens; "
           f"chunk sizes {est.counted_with})")
-    print(f"in the store already: {st.cached} of {est.chunks}; to generate: {st.to_generate}"
+    maybe = (f"; {st.uncertain} more unless the summaries they use come out unchanged" if st.uncertain else "")
+    print(f"in the store already: {st.cached + st.uncertain} of {est.chunks}; to generate: {st.to_generate}{maybe}"
           + (f" (+{st.twins} identical, generated once)" if st.twins else ""))
     if st.to_generate:
         print(f"tokens: ~{est.prompt_tokens} prompt, up to {est.new_tokens} generated")
     if est.time is None:
         print(f"time: unknown ({size}; no measurement on this machine; a first run measures it)")
-    elif st.to_generate == 0:
-        print("time: nothing to generate (the results are all stored)")
+    elif st.at_most == 0:
+        print("time: nothing to generate (the results are all stored; the model is not needed)")
     else:
         print(f"estimated time: {format_seconds(est.time.low)} to {format_seconds(est.time.high)} generating, "
-              f"plus loading the model ({est.time.basis}; model: {size}; {hw.describe()})")
+              f"plus loading the model ({est.time.basis}; model: {size})")
     if est.plan.walk.skipped:
         print("skipped: " + "; ".join(f"{n} {r}" for r, n in sorted(est.plan.walk.skipped.items())))
         if verbosity.level >= Verbosity.VERBOSE:

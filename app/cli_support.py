@@ -18,7 +18,7 @@ _FLAG_OF = {
     "max_new_tokens": "max-new-tokens",
 }
 _ASSIGN = re.compile(r"\b(" + "|".join(_FLAG_OF) + r")=(True|False|None|'[^']*'|\"[^\"]*\"|[\w.]+)")
-_BARE = re.compile(r"\b(" + "|".join(_FLAG_OF) + r")\b")
+_BARE = re.compile(r"(?<![-\w])(" + "|".join(_FLAG_OF) + r")\b")
 
 
 def in_flag_names(message: str) -> str:

@@ -66,7 +66,11 @@ def estimate(path: str | Path, walk: WalkConfig, model: str, model_id: str, max_
     todo = [plan.by_uid[uid] for uid in status.to_generate_uids]
     prompt = sum(PROMPT_OVERHEAD_TOKENS + estimate_tokens(u.prompt_code or u.code, plan.chars_per_token) for u in todo)
     params, source = model_size(model)
-    span = estimate_time(len(todo), prompt, max_new_tokens, model, params, hw, measured)
+    per_chunk_prompt = prompt // max(1, len(todo))
+    low = estimate_time(status.to_generate, prompt, max_new_tokens, model, params, hw, measured)
+    high = estimate_time(status.at_most, prompt + per_chunk_prompt * status.uncertain, max_new_tokens, model,
+                         params, hw, measured)
+    span = TimeRange(low.low, high.high, high.basis) if low is not None and high is not None else None
     return Estimate(files=len(plan.files), chunks=len(plan.units), waves=len(plan.schedule.waves), window=window,
                     counted_with=counted, status=status, prompt_tokens=prompt, new_tokens=len(todo) * max_new_tokens,
                     params=params, params_source=source, time=span, plan=plan)
