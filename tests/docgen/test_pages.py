@@ -96,3 +96,24 @@ def test_parts_of_a_long_unit_are_shown_on_its_page(tmp_path):
     m = re.search(r"documented in (\d+) parts", page)
     assert m and int(m.group(1)) >= 3
     assert page.count("**Lines ") == int(m.group(1))
+
+
+def test_rest_literal_blocks_directives_and_field_ends():
+    text = ("Gather info.\n\n.. code-block:: python\n\n    with Context(cli) as ctx:\n        info = ctx.to_info_dict()\n\n"
+            ":param show_default: Show the default.\n\n.. versionchanged:: 8.1\n    Overridden.\n\nExample::\n\n    x_y = 1\n")
+    lines = render_doc(text)
+    block = lines[lines.index("```python") + 1: lines.index("```python") + 4]
+    assert block == ["with Context(cli) as ctx:", "    info = ctx.to_info_dict()", "```"]  # code kept as code
+    assert "*Changed in version 8.1:*" in lines
+    assert "| `show_default` |   | Show the default. |" in lines  # the directive is not glued to the param
+    ex = lines.index("Example:")
+    assert lines[ex + 1: ex + 5] == ["", "```", "x_y = 1", "```"]
+
+
+def test_jsdoc_indented_examples_stay_code():
+    text = "Send a response.\n\nExamples:\n\n    res.send('<p>some html</p>');\n    res.send({ a: 1 });\n\n" \
+           "@param {string|Buffer} body\n@public"
+    lines = render_doc(text, "javascript")
+    start = lines.index("```")
+    assert lines[start + 1: start + 4] == ["res.send('<p>some html</p>');", "res.send({ a: 1 });", "```"]
+    assert "| `body` | string\\|Buffer |   |" in lines

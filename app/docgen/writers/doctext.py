@@ -88,7 +88,7 @@ def _inline_tags(text: str) -> str:
             return f"`{label.strip() or target.replace('#', '.').lstrip('.')}`"
         return f"`{body}`"
     text = _INLINE_TAG.sub(tag, text)
-    text = _CODE_TAG.sub(lambda m: f"`{m.group(1)}`", text)
+    text = _CODE_TAG.sub(lambda m: f"`{m.group(1)}`", text)  # <code>x</code> is code in any language
     text = _SPHINX_ROLE.sub(lambda m: f"`{m.group(1)}`", text)
     for pattern, mark in _HTML_INLINE:
         text = pattern.sub(mark, text)
@@ -101,10 +101,14 @@ def _html_blocks(text: str) -> str:
     return _LIST_TAGS.sub("\n", text)
 
 
-def parse_doc(text: str) -> ParsedDoc:
-    """Split a doc into description lines and tagged entries (all conventions at once)."""
+def parse_doc(text: str, language: str = "") -> ParsedDoc:
+    """Split a doc into description lines and tagged entries (all conventions at once). HTML is
+    read as markup only in Javadoc; elsewhere `<p>` is text (often inside a code example)."""
     doc = ParsedDoc()
-    lines = textwrap.dedent(_html_blocks(_inline_tags(text.replace("\r\n", "\n")))).strip("\n").split("\n")
+    text = _inline_tags(text.replace("\r\n", "\n"))
+    if language == "java":
+        text = _html_blocks(text)
+    lines = textwrap.dedent(text).strip("\n").split("\n")
     section, current = None, None
     i = 0
     while i < len(lines):
@@ -138,14 +142,11 @@ def parse_doc(text: str) -> ParsedDoc:
                 doc.entries.append(current)
             else:
                 current.text = (current.text + " " + line).strip()
-        elif section == "tag" and line and current is not None:
+        elif section == "tag" and line and current is not None and not line.startswith(".. "):
             current.text = (current.text + " " + line).strip()
         else:
-            if not line:
-                section = None if section != "tag" else section
-                current = None if section is None else current
-            if section is None or not line:
-                doc.description.append(raw)
+            section = current = None  # a blank line or a directive ends a section or tag
+            doc.description.append(raw)
         i += 1
     while doc.description and not doc.description[-1].strip():
         doc.description.pop()
@@ -209,12 +210,36 @@ def _cell(text: str) -> str:
     return escape_inline(" ".join(text.split())) or " "
 
 
+_RST_VERSION = {"versionadded": "New in version {}.", "versionchanged": "Changed in version {}:",
+                "deprecated": "Deprecated since version {}:"}
+_RST_DIRECTIVE = re.compile(r"^\.\.\s+([\w-]+)::\s*(.*)$")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
 def _description(lines: list[str]) -> list[str]:
-    """Paragraphs of escaped lines; `>>>` examples and Markdown fences become code blocks."""
+    """Paragraphs of escaped lines. Code stays code: Markdown fences, `>>>` examples, and reST
+    literal blocks (`.. code-block:: python`, a paragraph ending in `::`) become fenced blocks."""
     out: list[str] = []
     in_fence = in_doctest = False
+    literal_base: int | None = None  # indent of the line that opened a reST literal block
+    literal: list[str] = []
+
+    def close_literal() -> None:
+        out.extend(textwrap.dedent("\n".join(literal)).strip("\n").split("\n") + ["```", ""])
+        literal.clear()
+
     for raw in lines:
         line = raw.strip()
+        if literal_base is not None:
+            if not line or _indent(raw) > literal_base:
+                literal.append(raw.rstrip())
+                continue
+            close_literal()
+            literal_base = None
+        directive = _RST_DIRECTIVE.match(line)
         if line.startswith("```") and not in_doctest:
             in_fence = not in_fence
             out.append(line)
@@ -229,8 +254,24 @@ def _description(lines: list[str]) -> list[str]:
             if in_doctest:
                 out += ["```"]
                 in_doctest = False
-            out.append(escape_line(line) if line else "")
-    if in_fence or in_doctest:
+            if directive and directive.group(1) in ("code-block", "code", "sourcecode"):
+                out += ["", f"```{directive.group(2).strip().split()[0] if directive.group(2).strip() else ''}"]
+                literal_base = _indent(raw)
+            elif directive and directive.group(1) in _RST_VERSION:
+                out.append("*" + escape_line(_RST_VERSION[directive.group(1)].format(directive.group(2))) + "*")
+            elif line.endswith("::") and not directive:
+                out += [escape_line(line[:-1]), "", "```"]
+                literal_base = _indent(raw)
+            elif line and _indent(raw) >= 4 and (not out or not out[-1]):
+                # indented by four after a blank line: a code block (Markdown, JSDoc, Go doc comments)
+                out.append("```")
+                literal_base = 0
+                literal.append(raw.rstrip())
+            else:
+                out.append(escape_line(line) if line else "")
+    if literal_base is not None:
+        close_literal()
+    elif in_fence or in_doctest:
         out.append("```")
     return out
 
@@ -252,7 +293,7 @@ def render_doc(text: str, language: str = "") -> list[str]:
         return []
     if language == "rust":  # rustdoc is Markdown already
         return textwrap.dedent(text).strip("\n").split("\n")
-    doc = parse_doc(text)
+    doc = parse_doc(text, language)
     out = _description(doc.description)
     params = [e for e in doc.entries if e.kind in ("param", "attribute")]
     for kind, title in (("param", "Parameters"), ("attribute", "Attributes")):

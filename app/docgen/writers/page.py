@@ -63,8 +63,8 @@ def _link_lines(unit: SourceUnit, links: CallLinks, by_uid: dict) -> list[str]:
     out = []
     for title, uids in (("Calls", links.callees.get(unit.uid)), ("Called by", links.callers.get(unit.uid))):
         if uids:
-            out.append(f"**{title}:** " + ", ".join(unit_link(by_uid[d], unit.path) for d in uids))
-    return out + [""] if out else []
+            out += [f"**{title}:** " + ", ".join(unit_link(by_uid[d], unit.path) for d in uids), ""]
+    return out
 
 
 def render_page(path: str, language: str, units: list[SourceUnit], by_uid: dict, docs: dict,
