@@ -117,3 +117,10 @@ def test_jsdoc_indented_examples_stay_code():
     start = lines.index("```")
     assert lines[start + 1: start + 4] == ["res.send('<p>some html</p>');", "res.send({ a: 1 });", "```"]
     assert "| `body` | string\\|Buffer |   |" in lines
+
+
+def test_calls_resolve_within_a_language_only(tmp_path):
+    docs, _ = _pages(tmp_path, {"args.go": "package cobra\n\nfunc NoArgs(args []string) int {\n\treturn len(args)\n}\n",
+                                "m.rs": "pub struct Match;\n\nimpl Match {\n    pub fn len(&self) -> usize {\n        0\n    }\n}\n"})
+    page = (docs / "args.go.md").read_text()
+    assert "m.rs" not in page and "```mermaid" not in page
