@@ -133,12 +133,13 @@ def _resolve_model(args, project) -> str:
     8-bit weights; returns the line that names the model."""
     from app.docgen.hardware import default_model, detect_hardware
 
+    args.hardware = detect_hardware()
     if args.model:
         return f"model: {args.model} (--model)"
     if project.model:
         args.model = project.model
         return f"model: {args.model} (from {project.source.name})"
-    hw = detect_hardware()
+    hw = args.hardware
     choice = default_model(hw)
     args.model = choice.model
     if args.quantization is None and choice.quantization:
@@ -179,6 +180,8 @@ def _optimized_factory(args, log):
                        ("compile", "enable_compilation"), ("flash_attention", "use_flash_attention")]:
         if getattr(args, flag) is not None:
             kwargs[name] = getattr(args, flag)
+    if args.flash_attention is None and getattr(args, "hardware", None) is not None and args.hardware.device == "cpu":
+        kwargs["use_flash_attention"] = False  # it needs CUDA: asking for it on a CPU only earns a warning per run
 
     def make():
         log(f"loading {model}: importing torch and reading weights (compiling, if enabled, happens on the first batch)")

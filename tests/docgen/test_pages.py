@@ -124,3 +124,16 @@ def test_calls_resolve_within_a_language_only(tmp_path):
                                 "m.rs": "pub struct Match;\n\nimpl Match {\n    pub fn len(&self) -> usize {\n        0\n    }\n}\n"})
     page = (docs / "args.go.md").read_text()
     assert "m.rs" not in page and "```mermaid" not in page
+
+
+def test_long_signature_shown_as_laid_out_in_the_source():
+    from app.docgen.chunker import chunk_source
+    from app.docgen.writers.pagebits import display_signature
+
+    src = ("@decorator(\n    option=1,\n)\ndef echo_via_pager(\n    text_or_generator: t.Union[t.Iterable[str], str],\n"
+           "    color: t.Optional[bool] = None,\n    extra_long_parameter_name: int = 0,\n) -> None:\n    pass\n")
+    unit = next(u for u in chunk_source("m.py", "python", src).units if u.name == "echo_via_pager")
+    shown = display_signature(unit.signature, unit.code).splitlines()
+    assert shown[-5:] == ["def echo_via_pager(", "    text_or_generator: t.Union[t.Iterable[str], str],",
+                          "    color: t.Optional[bool] = None,", "    extra_long_parameter_name: int = 0,", ") -> None"]
+    assert display_signature("def f(a)", "def f(a):\n    pass\n") == "def f(a)"  # short ones stay one line

@@ -40,9 +40,34 @@ def source_link(unit: SourceUnit, page_dir_to_root: str) -> str:
     return f"[`{unit.path}` lines {unit.start_line}\u2013{unit.end_line}]({target}#L{unit.start_line}-L{unit.end_line})"
 
 
+LONG_SIGNATURE = 100  # characters; a longer (or cut) one-line signature is shown as written in the source
+
+
+def _declaration_lines(code: str) -> list[str] | None:
+    """The declaration as laid out in the source: from its first line (after decorators, attributes
+    and comments) to where its parameter list closes and the body starts."""
+    lines = code.splitlines()
+    i, depth = 0, 0
+    while i < len(lines) and (lines[i].lstrip().startswith(("@", "#[", "//", "/*", "*", "#")) or depth > 0
+                              or not lines[i].strip()):
+        depth += lines[i].count("(") - lines[i].count(")")  # a decorator's arguments over several lines
+        i += 1
+    out: list[str] = []
+    depth = 0
+    for line in lines[i:i + 40]:
+        out.append(line.rstrip())
+        depth += line.count("(") + line.count("[") - line.count(")") - line.count("]")
+        end = line.rstrip()
+        if depth <= 0 and (end.endswith((":", "{", ";", "=>")) or "{" in end):
+            out[-1] = end.rstrip(":{ ").rstrip() if end.endswith((":", "{")) else end
+            return out if len(out) > 1 else None
+    return None
+
+
 def display_signature(signature: str, code: str) -> str:
     """One line per decorator/attribute/annotation and per glued comment, then the declaration
-    (the chunker collapses a signature's whitespace, which glues `@decorator def f`)."""
+    (the chunker collapses a signature's whitespace, which glues `@decorator def f`). A long
+    single declaration is shown as laid out in the source."""
     out: list[str] = []
     for sig in signature.split("\n"):
         rest = sig.strip()
@@ -56,7 +81,9 @@ def display_signature(signature: str, code: str) -> str:
                 out.append(rest[:end].rstrip())
                 rest = rest[end:].lstrip()
             else:
-                out.append(rest)
+                long = len(rest) > LONG_SIGNATURE or rest.endswith("...")
+                laid_out = _declaration_lines(code) if long and "\n" not in signature else None
+                out.extend(laid_out or [rest])
                 break
     return "\n".join(out)
 
