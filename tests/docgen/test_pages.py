@@ -137,3 +137,16 @@ def test_long_signature_shown_as_laid_out_in_the_source():
     assert shown[-5:] == ["def echo_via_pager(", "    text_or_generator: t.Union[t.Iterable[str], str],",
                           "    color: t.Optional[bool] = None,", "    extra_long_parameter_name: int = 0,", ") -> None"]
     assert display_signature("def f(a)", "def f(a):\n    pass\n") == "def f(a)"  # short ones stay one line
+
+
+def test_report_counts_add_up_with_empty_generations(tmp_path):
+    from app.docgen.report import format_report
+
+    _, out = _pages(tmp_path, {"m.py": PY})
+    rep = out.report
+    assert rep.empty == 1 and "m.py::empty" not in rep.flagged  # the empty one is not "flagged"
+    documented = round(rep.completeness * rep.chunks)
+    assert documented == rep.chunks - 1 and len(rep.flagged) <= documented
+    text = format_report(rep)
+    assert "(1 empty generations count as not documented)" in text
+    assert f"of the {documented} documented chunks" in text
