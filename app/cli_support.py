@@ -18,7 +18,8 @@ _FLAG_OF = {
     "max_new_tokens": "max-new-tokens",
 }
 _ASSIGN = re.compile(r"\b(" + "|".join(_FLAG_OF) + r")=(True|False|None|'[^']*'|\"[^\"]*\"|[\w.]+)")
-_BARE = re.compile(r"(?<![-\w])(" + "|".join(_FLAG_OF) + r")\b")
+# Bare names only when they are unmistakably parameter names (snake_case), not English words.
+_BARE = re.compile(r"(?<![-\w])(" + "|".join(n for n in _FLAG_OF if "_" in n) + r")\b")
 
 
 def in_flag_names(message: str) -> str:
