@@ -6,7 +6,6 @@ Model libraries are imported only inside `docgen run` (and not at all with the t
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--max-new-tokens", type=int, default=256)
     est.add_argument("--quantization", help="as for run (part of what identifies stored results)")
     est.add_argument("--temperature", type=float, default=0.0)
-    est.add_argument("--out", help=argparse.SUPPRESS)
+    est.add_argument("--out", help="the output folder run would use (left out of the scan, as run does)")
 
     chk = sub.add_parser("check", help="exit non-zero when public code lacks docs or docs are stale (for CI)",
                          epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
@@ -288,7 +287,8 @@ def cmd_estimate(args, verbosity) -> int:
     walk = _walk_config(args, project)
     root = Path(args.path).resolve()
     base = root if root.is_dir() else root.parent
-    walk.extra_skip_dirs.append(str(project.out or base / "docs"))  # as run skips its output folder
+    out = Path(args.out).resolve() if args.out else project.out or base / "docs"
+    walk.extra_skip_dirs.append(str(out))  # as run skips its output folder
     hw = detect_hardware()
     est = estimate(args.path, walk, args.model, _model_id(args.model), args.max_seq_length, args.max_new_tokens,
                    _store_path(args), prompt_version(), _sampling(args), hw)
