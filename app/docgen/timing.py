@@ -20,6 +20,9 @@ from app.docgen.hardware import Hardware
 # prompt token (prefill). Wide on purpose; a first run replaces them with a measurement.
 ROUGH_DECODE_S_PER_TOKEN_PER_B = {"cpu": (0.01, 0.1), "gpu": (1.5e-5, 2e-4)}
 ROUGH_PREFILL_S_PER_TOKEN_PER_B = {"cpu": (0.002, 0.03), "gpu": (2e-6, 3e-5)}
+# Per generated token whatever the size: scheduling, sampling and Python work per step dominate small
+# models (docstring-13m made 7 tokens/s on a loaded 2-core machine, 15x slower than size alone says).
+ROUGH_DECODE_FLOOR_S_PER_TOKEN = {"cpu": (0.005, 0.2), "gpu": (1e-4, 2e-3)}
 TYPICAL_SHARE_OF_MAX_NEW_TOKENS = (0.3, 1.0)  # generated tokens per chunk, as a share of --max-new-tokens
 
 
@@ -92,10 +95,11 @@ def estimate_time(chunks: int, prompt_tokens: int, max_new_tokens: int, model: s
         return None
     b = params / 1e9
     dec, pre = ROUGH_DECODE_S_PER_TOKEN_PER_B[hw.device], ROUGH_PREFILL_S_PER_TOKEN_PER_B[hw.device]
+    floor = ROUGH_DECODE_FLOOR_S_PER_TOKEN[hw.device]
     share = TYPICAL_SHARE_OF_MAX_NEW_TOKENS
-    low = b * (chunks * max_new_tokens * share[0] * dec[0] + prompt_tokens * pre[0])
-    high = b * (chunks * max_new_tokens * share[1] * dec[1] + prompt_tokens * pre[1])
-    return TimeRange(low, high, f"not measured on this machine: a rough range for {b:.1f}B parameters on "
+    low = chunks * max_new_tokens * share[0] * max(floor[0], b * dec[0]) + b * prompt_tokens * pre[0]
+    high = chunks * max_new_tokens * share[1] * max(floor[1], b * dec[1]) + b * prompt_tokens * pre[1]
+    return TimeRange(low, high, f"not measured on this machine: a rough range for {b:.2g}B parameters on "
                                 f"{hw.describe()}; the first run measures it")
 
 
