@@ -22,8 +22,8 @@ def _doc_lines(unit: SourceUnit, docs: dict) -> list[str]:
                 + render_doc(docs[unit.uid].text, "") + [""])
     if unit.existing_doc:
         return render_doc(unit.existing_doc, unit.language) + [""]
-    if has_doc(unit.uid, docs):
-        return render_doc(docs[unit.uid].text, "") + [""]
+    if has_doc(unit.uid, docs):  # labelled: a reader should know which text a model wrote
+        return ["**Generated:**", ""] + render_doc(docs[unit.uid].text, "") + [""]
     return [NOT_DOCUMENTED, ""]
 
 
