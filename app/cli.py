@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--max-new-tokens", type=int, default=256)
     est.add_argument("--quantization", help="as for run (part of what identifies stored results)")
     est.add_argument("--temperature", type=float, default=0.0)
+    est.add_argument("--fast", action="store_true", help="as for run: one wave, no callee context")
     est.add_argument("--out", help="the output folder run would use (left out of the scan, as run does)")
 
     chk = sub.add_parser("check", help="exit non-zero when public code lacks docs or docs are stale (for CI)",
@@ -291,7 +292,7 @@ def cmd_estimate(args, verbosity) -> int:
     walk.extra_skip_dirs.append(str(out))  # as run skips its output folder
     hw = detect_hardware()
     est = estimate(args.path, walk, args.model, _model_id(args.model), args.max_seq_length, args.max_new_tokens,
-                   _store_path(args), prompt_version(), _sampling(args), hw)
+                   _store_path(args), prompt_version(), _sampling(args), hw, fast=args.fast)
     st = est.status
     size = f"{est.params / 1e9:.2g}B parameters ({est.params_source})" if est.params else f"size {est.params_source}"
     print(f"files: {est.files}  chunks: {est.chunks}  waves: {est.waves}  (window {est.window} tokens; "

@@ -54,8 +54,9 @@ def plan_like_run(path: str | Path, walk: WalkConfig, model: str, max_seq_length
 
 
 def estimate(path: str | Path, walk: WalkConfig, model: str, model_id: str, max_seq_length: int | None,
-             max_new_tokens: int, store_path: Path, prompt_version: str, sampling: dict, hw: Hardware) -> Estimate:
-    plan, window, counted = plan_like_run(path, walk, model, max_seq_length, max_new_tokens)
+             max_new_tokens: int, store_path: Path, prompt_version: str, sampling: dict, hw: Hardware,
+             fast: bool = False) -> Estimate:
+    plan, window, counted = plan_like_run(path, walk, model, max_seq_length, max_new_tokens, fast)
     store = Store(store_path) if store_path.exists() else None
     try:
         status = store_status(plan, store, model_id, prompt_version, sampling)

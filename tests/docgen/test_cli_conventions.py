@@ -130,3 +130,12 @@ def test_first_line_names_the_model(tmp_path):
                          text=True, timeout=120)
     first = res.stdout.splitlines()[0]
     assert first.startswith("docgen: model: Qwen/Qwen2.5-Coder-") and "default for" in first
+
+
+def test_estimate_after_a_fast_run(tmp_path, capsys):
+    root = write(tmp_path / "p", {"m.py": "def leaf(x):\n    return x\n\n\ndef top(x):\n    return leaf(x)\n"})
+    assert main(["run", str(root), "--generator", "fake", "--plain", "--fast", "-q"]) == 0
+    assert main(["estimate", str(root), "--model", "fake", "--fast"]) == 0
+    assert "in the store already: 3 of 3; to generate: 0" in capsys.readouterr().out
+    assert main(["estimate", str(root), "--model", "fake"]) == 0  # with callee context the keys differ
+    assert "to generate: 0" not in capsys.readouterr().out
