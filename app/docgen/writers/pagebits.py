@@ -20,7 +20,7 @@ def page_name(rel: str) -> str:
 
 def anchor(unit: SourceUnit) -> str:
     """A stable id for a unit's heading: its qualified name, with anything but [A-Za-z0-9_-] as `-`."""
-    return "u-" + re.sub(r"[^A-Za-z0-9_-]+", "-", unit.qualname).strip("-").lower()
+    return "u-" + re.sub(r"[^A-Za-z0-9_-]+", "-", unit.qualname).strip("-")  # case kept: ids are case-sensitive
 
 
 def unit_link(unit: SourceUnit, from_path: str) -> str:
