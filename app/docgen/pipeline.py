@@ -89,7 +89,7 @@ async def execute(plan: Plan, generator: DocGenerator, store: Store, cfg: RunCon
         for uid in wave:
             unit = plan.by_uid[uid]
             context = build_context(unit, plan, earlier)
-            key = result_key(unit.prompt_code or unit.stable_code, context, cfg.prompt_version, cfg.model_id,
+            key = result_key(unit.key_text, context, cfg.prompt_version, cfg.model_id,
                              cfg.sampling)
             stored = store.get(key) if cfg.resume else None
             if stored is not None:
