@@ -189,7 +189,11 @@ def plan_kv_pool(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_m
     target's pool and a draft's weights + pool; else kv_cache_memory_gb or a CPU cap for the
     target's pool (the user sized it), the draft's pool as many blocks (capped by what it can use)."""
     per_block = runner.kv_bytes_per_block(kv_dtype)
-    draft = draft_footprint(cfg, getattr(runner, "dtype", kv_dtype), max_model_len)
+    try:
+        draft = draft_footprint(cfg, getattr(runner, "dtype", kv_dtype), max_model_len)
+    except (OSError, ValueError) as e:  # unreadable draft: the draft's own loader reports it (spec/draft.py)
+        log.debug("draft model not budgeted: %s", e)
+        draft = None
     d_block, d_max = (draft.block_bytes, draft.max_blocks) if draft else (0, None)
     if cfg.kv_cache_memory_gb is None and device.type == "cuda":
         budget = usable_bytes(read_cuda_memory(device), cfg.gpu_memory_utilization)

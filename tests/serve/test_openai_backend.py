@@ -75,7 +75,7 @@ def test_run_survives_a_server_restart(wide_server, tmp_path, monkeypatch):
     from app.serve.app import create_app
     from app.serve.server import BackgroundServer
 
-    state = {"server": wide_server, "restarted": False}
+    state = {"server": wide_server, "restarted": False, "stopped": False}
     metrics = wide_server.app.state.metrics
     served_before = sum(metrics.requests.values())
 
@@ -85,6 +85,7 @@ def test_run_survives_a_server_restart(wide_server, tmp_path, monkeypatch):
             time.sleep(0.01)
         old = state["server"]
         old.stop(close_engine=False)
+        state["stopped"] = True
         time.sleep(1.5)
         cfg = old.cfg
         cfg.port = old.port
@@ -101,6 +102,18 @@ def test_run_survives_a_server_restart(wide_server, tmp_path, monkeypatch):
         made.append(self)
 
     monkeypatch.setattr(openai_client.OpenAIDocGenerator, "__init__", recording_init)
+    # The 4th request waits until the server is down, so at least one request meets it down
+    # whatever the machine's speed (a fast run could otherwise finish before the restart).
+    real_generate, calls = openai_client.OpenAIDocGenerator.generate_async, [0]
+
+    async def gated_generate(self, chunk):
+        calls[0] += 1
+        if calls[0] == 4:
+            while not state["stopped"]:
+                await asyncio.sleep(0.01)
+        return await real_generate(self, chunk)
+
+    monkeypatch.setattr(openai_client.OpenAIDocGenerator, "generate_async", gated_generate)
     t = threading.Thread(target=restart)
     t.start()
     p = project(tmp_path, "c")
