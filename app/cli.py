@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse finished results from the store (default on)")
     run.add_argument("--retry", action=argparse.BooleanOptionalAction, default=True,
                      help="retry a chunk once when its doc fails the checks (default on)")
-    run.add_argument("--batch-size", type=int, default=64, help="chunks per submission (0: a whole wave at once)")
+    run.add_argument("--batch-size", type=int, default=0,
+                     help="at most this many chunks in flight at the generator (default 0: up to 1024; the "
+                          "engine's scheduler batches them)")
     run.add_argument("--plain", action="store_true", help="plain log lines instead of the live display")
     opt = run.add_argument_group("optimized generator (unset flags keep the generator's defaults)")
     opt.add_argument("--quantization", help="weights: none, 4bit, 8bit, ...")
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--generator", choices=["optimized", "fake"], default="optimized", help=argparse.SUPPRESS)
     run.add_argument("--fake-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     run.add_argument("--fake-log", help=argparse.SUPPRESS)
+    run.add_argument("--commit-every", type=int, default=32, help=argparse.SUPPRESS)  # group commit size (tests)
+    run.add_argument("--commit-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
 
     est = sub.add_parser("estimate", help="count files, chunks and tokens, and estimate the time, before running")
     _add_common(est)
@@ -118,7 +122,10 @@ def _optimized_factory(args, log):
                 f"network run `huggingface-cli download {model}` (then copy the cache, or set HF_HOME to it), "
                 f"or pass a local folder: docgen run PATH --model /path/to/model") from exc
 
-    return make
+    from app.llm.types import GeneratorFactory
+
+    # The model id is declared up front: a rerun finds its stored results without loading the model.
+    return GeneratorFactory(str(local) if looks_local else model, make)
 
 
 def cmd_run(args, console) -> int:
@@ -132,15 +139,17 @@ def cmd_run(args, console) -> int:
     opts = RunOptions(path=Path(args.path), out=args.out, store=args.store, walk=_walk_config(args),
                       write_mode="write" if args.write else "diff" if args.diff else None, force=args.force,
                       overwrite=args.overwrite, fast=args.fast, resume=args.resume, retry=args.retry,
-                      batch_size=args.batch_size, max_seq_length=args.max_seq_length,
+                      batch_size=args.batch_size, commit_every=args.commit_every,
+                      commit_seconds=args.commit_seconds, max_seq_length=args.max_seq_length,
                       max_new_tokens=args.max_new_tokens, sampling=sampling)
     live = console.is_terminal and not args.plain
     observer = RichProgress(console) if live else PlainProgress(print_fn=lambda s: print(s, flush=True))
     try:
         if args.generator == "fake":
-            def make():
-                return FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
-                                        max_seq_length=args.max_seq_length)
+            from app.llm.types import GeneratorFactory
+
+            make = GeneratorFactory("fake", lambda: FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
+                                                                     max_seq_length=args.max_seq_length))
         else:
             make = _optimized_factory(args, observer.message)
         outcome = run_docgen(opts, make, observer)

@@ -1,4 +1,5 @@
-"""`docgen run` end to end: plan, load the generator, execute, write outputs, report.
+"""`docgen run` end to end: plan, look up stored results, load the generator only if something
+must be generated, execute, write outputs, report.
 
 The generator comes from a factory the caller passes, so this module never imports a model
 library itself (the CLI imports the optimized generator lazily; tests pass a fake).
@@ -6,11 +7,14 @@ library itself (the CLI imports the optimized generator lazily; tests pass a fak
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from app.docgen.generator_source import GeneratorSource
 from app.docgen.pipeline import RunConfig, execute
 from app.docgen.planner import PlanConfig, make_plan
 from app.docgen.progress import Observer
@@ -42,7 +46,9 @@ class RunOptions:
     fast: bool = False
     resume: bool = True
     retry: bool = True
-    batch_size: int = 64
+    batch_size: int = 0  # cap on chunks in flight (0: the pipeline's default)
+    commit_every: int = 32  # group commit: at most this many results ...
+    commit_seconds: float = 1.0  # ... or this many seconds between commits
     max_seq_length: int = 4096
     max_new_tokens: int = 256
     sampling: dict = field(default_factory=dict)
@@ -85,6 +91,8 @@ def calibrate(cfg: PlanConfig, plan, generator) -> PlanConfig:
 
 
 def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], observer: Observer) -> RunOutcome:
+    """`make_generator` is called only if some chunk has no stored result, provided it declares its
+    `model_id` (app.llm.types.GeneratorFactory); a plain callable is loaded up front."""
     t0 = time.perf_counter()
     observer.message(f"scanning {opts.path}")
     plan_cfg = PlanConfig(walk=opts.walk, max_seq_length=opts.max_seq_length, max_new_tokens=opts.max_new_tokens,
@@ -94,26 +102,26 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
         observer.message("nothing to document")
         ex = _empty_execution()
         return RunOutcome(report=build_report(plan, ex, time.perf_counter() - t0))
-    observer.message(f"{len(plan.files)} files, {len(plan.units)} chunks; loading the generator "
-                     "(a first load or compilation can take a minute)")
-    generator = make_generator()
+    source = GeneratorSource(make_generator, on_load=lambda: observer.message(
+        f"{len(plan.files)} files, {len(plan.units)} chunks; loading the generator "
+        "(a first load or compilation can take a minute)"))
     try:
-        seq = int(getattr(generator, "max_seq_length", opts.max_seq_length) or opts.max_seq_length)
-        tuned = calibrate(replace(plan_cfg, max_seq_length=seq), plan, generator)
-        if tuned != plan_cfg:  # the model's real window and tokenizer decide which units need splitting
-            plan = make_plan(opts.path, tuned)
         store = Store(opts.store)
         try:
-            cfg = RunConfig(model_id=str(generator.model_id), prompt_version=prompt_version(), sampling=opts.sampling,
-                            batch_size=opts.batch_size, resume=opts.resume, retry=opts.retry)
-            ex = asyncio.run(execute(plan, generator, store, cfg, observer))
+            plan = _sized_plan(opts, plan_cfg, plan, source, store)
+            cfg = RunConfig(model_id=source.model_id, prompt_version=prompt_version(), sampling=opts.sampling,
+                            batch_size=opts.batch_size, resume=opts.resume, retry=opts.retry,
+                            commit_every=opts.commit_every, commit_seconds=opts.commit_seconds)
+            ex = asyncio.run(execute(plan, source, store, cfg, observer))
             report = build_report(plan, ex, time.perf_counter() - t0)
             store.finish_run(ex.run_id, {"generated": ex.generated, "generation_seconds": ex.generation_seconds,
                                          "reused": ex.reused, "completion_tokens": ex.completion_tokens})
         finally:
             store.close()
     finally:
-        generator.close()
+        source.close()
+    if not source.loaded:
+        report.outputs.append("generator: not loaded (every chunk had a stored result)")
     observer.message("writing Markdown")
     pages = write_markdown(plan, ex.docs, report.flagged, opts.out)
     report.outputs.append(f"Markdown: {len(pages) - 1} pages and an index under {opts.out}")
@@ -133,6 +141,27 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
         report.outputs.extend(f"  skipped {uid}: {why}" for uid, why in doc_rep.skipped)
     report.wall_seconds = time.perf_counter() - t0
     return RunOutcome(report=report, docstrings=doc_rep, pages=pages)
+
+
+def _sized_plan(opts: RunOptions, plan_cfg: PlanConfig, plan, source: GeneratorSource, store: Store):
+    """The plan sized with the generator's window and tokenizer (runner.calibrate). The sizing is
+    stored per model and settings, so later runs plan, key and find their results without loading
+    the model; it is measured (loading the generator) only when the store has none yet."""
+    name = json.dumps({"model_id": source.declared_model_id, "max_seq_length": opts.max_seq_length,
+                       "max_new_tokens": opts.max_new_tokens, "fast": opts.fast}, sort_keys=True)
+    meta_key = "plan_sizing:" + hashlib.sha256(name.encode()).hexdigest()[:24]
+    sizing = store.get_meta(meta_key) if source.declared_model_id is not None else None
+    if sizing is not None:
+        tuned = replace(plan_cfg, **sizing)
+    else:
+        generator = source.load_now()
+        seq = int(getattr(generator, "max_seq_length", opts.max_seq_length) or opts.max_seq_length)
+        tuned = calibrate(replace(plan_cfg, max_seq_length=seq), plan, generator)
+        if source.declared_model_id is not None:
+            store.put_meta(meta_key, {"max_seq_length": tuned.max_seq_length, "chars_per_token": tuned.chars_per_token,
+                                      "prompt_overhead_tokens": tuned.prompt_overhead_tokens})
+    # The model's real window and tokenizer decide which units need splitting.
+    return make_plan(opts.path, tuned) if tuned != plan_cfg else plan
 
 
 def _empty_execution():

@@ -2,8 +2,8 @@
 
 `results` holds one row per finished chunk, keyed by a content hash of everything that decides
 the output (normalized code, context, prompt version, model id, sampling settings). Each result
-is committed as soon as its batch finishes, so a killed run loses only what was in flight and a
-rerun skips every key already present. `units` maps each unit of the tree to the key documenting
+is committed in small groups as results stream in (app/docgen/commit.py), so a killed run loses
+at most the last group and a rerun skips every key already present. `units` maps each unit of the tree to the key documenting
 it (for `docgen check`); `generations` logs every model call, so "done once" can be verified.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS generations(
     id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT, uid TEXT, run_id TEXT, attempt INTEGER, created REAL);
 CREATE TABLE IF NOT EXISTS runs(
     run_id TEXT PRIMARY KEY, started REAL, finished REAL, model_id TEXT, stats TEXT);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -91,8 +92,10 @@ class Store:
             return None
         return StoredResult(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8])
 
-    def put_many(self, items: list[tuple[StoredResult, str, str, str, str]], run_id: str, replace: bool) -> None:
-        """Commit a finished batch atomically: (result, uid, path, qualname, code hash) per chunk."""
+    def put_many(self, items: list[tuple[StoredResult, str, str, str, str]], run_id: str, replace: bool,
+                 links: list[tuple[str, str, str, str, str]] = ()) -> None:
+        """Commit a group atomically: (result, uid, path, qualname, code hash) per generated chunk, and
+        (uid, path, qualname, key, code hash) per unit that reused a result."""
         now = time.time()
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         with self.db:
@@ -105,6 +108,8 @@ class Store:
                     self.db.execute("INSERT INTO generations(key, uid, run_id, attempt, created) VALUES (?,?,?,?,?)",
                                     (res.key, uid, run_id, attempt, now))
                 self._link(uid, path, qualname, res.key, chash, now)
+            for uid, path, qualname, key, chash in links:
+                self._link(uid, path, qualname, key, chash, now)
 
     def link_unit(self, uid: str, path: str, qualname: str, key: str, chash: str) -> None:
         with self.db:
@@ -137,6 +142,15 @@ class Store:
                 return s["generation_seconds"] / s["generated"]
         return None
 
+    def get_meta(self, key: str) -> dict | None:
+        """A small JSON record the pipeline keeps between runs (e.g. the plan's sizing profile)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_meta(self, key: str, value: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, json.dumps(value, sort_keys=True)))
+
     def count(self, table: str) -> int:
-        assert table in ("results", "units", "generations", "runs")
+        assert table in ("results", "units", "generations", "runs", "meta")
         return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
