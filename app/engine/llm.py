@@ -16,6 +16,7 @@ import torch
 
 from .block_manager import BlockManager
 from .config import EngineConfig, SpeculativeConfig
+from .detokenizer import IncrementalDetokenizer, find_stop
 from .outputs import RequestOutput
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
@@ -49,6 +50,7 @@ class LLM:
         self._seq_generators: dict[int, torch.Generator] = {}
         self._requests: dict[str, Sequence] = {}
         self._prompts: dict[int, str | None] = {}
+        self._detoks: dict[int, IncrementalDetokenizer] = {}  # seq_id -> its text so far (stop strings)
         self._early: list[RequestOutput] = []  # rejected requests, reported by the next step()
         self._next_id = 0
         # Speculative decoding (app/engine/spec): proposes tokens before each schedule and
@@ -152,39 +154,40 @@ class LLM:
 
     def _apply_stop_strings(self, seq: Sequence, num_new: int) -> bool:
         """If the output now contains a stop string, cut the tokens after the one that completed
-        it (a speculative step may have added several) and remember where the text ends."""
-        stops, skip = seq.params.stop, seq.params.skip_special_tokens
-        out = seq.output_token_ids
-
-        def first_hit(ids):
-            text = self.tokenizer.decode(ids, skip)
-            hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-            return min(hits) if hits else None
-
-        if first_hit(out) is None:
-            return False
-        keep = len(out)
-        for j in range(max(len(out) - num_new + 1, 1), len(out)):
-            if first_hit(out[:j]) is not None:
-                keep = j
-                break
-        del seq.token_ids[seq.num_prompt_tokens + keep :]
-        seq.stop_text_index = first_hit(out[:keep])
-        return True
+        it (a speculative step may have added several) and remember where the text ends. The text
+        grows incrementally (detokenizer.py), one token at a time, so each step costs the same
+        whatever the output's length; `detokenizer.reference_stop_cut` is the full-decode original."""
+        detok = self._detoks.get(seq.seq_id)
+        if detok is None:
+            skip = seq.params.skip_special_tokens
+            detok = self._detoks[seq.seq_id] = IncrementalDetokenizer(lambda ids: self.tokenizer.decode(ids, skip))
+        start = seq.num_prompt_tokens
+        for pos in range(start + len(detok.ids), seq.num_tokens):  # tokens not yet seen, in order
+            hit = find_stop(detok, seq.params.stop, detok.step(seq.token_ids[pos]))
+            if hit is not None:
+                del seq.token_ids[pos + 1:]
+                seq.stop_text_index = hit
+                return True
+        return False
 
     def _finish_output(self, seq: Sequence) -> RequestOutput:
         self._requests.pop(seq.request_id, None)
         text = self._prompts.get(seq.seq_id)
+        detok = self._detoks.get(seq.seq_id)
         self._forget(seq)
-        return self._output(seq, text)
+        return self._output(seq, text, detok)
 
     def _forget(self, seq: Sequence) -> None:
         self._seq_generators.pop(seq.seq_id, None)
         self._prompts.pop(seq.seq_id, None)
+        self._detoks.pop(seq.seq_id, None)
 
-    def _output(self, seq: Sequence, prompt: str | None) -> RequestOutput:
+    def _output(self, seq: Sequence, prompt: str | None, detok: IncrementalDetokenizer | None = None) -> RequestOutput:
         out_ids = seq.output_token_ids
-        text = self.tokenizer.decode(out_ids, seq.params.skip_special_tokens) if out_ids else ""
+        if detok is not None and len(detok.ids) == len(out_ids):  # the stop check's text: equal to a full decode
+            text = detok.full_text
+        else:  # no stop strings: one decode at the end costs less than one per step
+            text = self.tokenizer.decode(out_ids, seq.params.skip_special_tokens) if out_ids else ""
         if seq.stop_text_index is not None:
             text = text[: seq.stop_text_index]
         m = seq.metrics.as_dict()
