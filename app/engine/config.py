@@ -52,6 +52,9 @@ class EngineConfig:
     lora_path: str | list[str] | None = None
     enable_compilation: bool = False
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    # Features turned off in place (load_report["disabled_features"]) instead of raising
+    # errors.UnsupportedFeature when they cannot be set up: see errors.FEATURES.
+    optional_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.quantization in ("none", "None", ""):
@@ -76,3 +79,9 @@ class EngineConfig:
             raise ValueError("max_model_len must be >= 2")
         if isinstance(self.lora_path, str):
             self.lora_path = [self.lora_path]
+        from .errors import FEATURES
+
+        self.optional_features = tuple(self.optional_features)
+        unknown = sorted(set(self.optional_features) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"optional_features {unknown} are unknown; choose from {list(FEATURES)}")

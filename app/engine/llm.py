@@ -9,7 +9,7 @@ drive continuous batching themselves; `step()` returns the requests that finishe
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from typing import Sequence as Seq
 
 import torch
@@ -17,6 +17,7 @@ import torch
 from .block_manager import BlockManager
 from .config import EngineConfig, SpeculativeConfig
 from .detokenizer import IncrementalDetokenizer, find_stop
+from .errors import UnsupportedFeature
 from .outputs import RequestOutput
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
@@ -57,9 +58,27 @@ class LLM:
         # verifies the scored rows after the forward. None when off.
         self.spec = None
         if cfg.speculative.method:
-            from .spec import build_speculator
+            self.spec = self._build_speculator()
 
-            self.spec = build_speculator(cfg.speculative, self)
+    def _build_speculator(self):
+        """The speculator, or (when optional) n-gram lookup instead of an unusable draft model, or
+        none; the weights already loaded are kept either way."""
+        from .spec import build_speculator
+
+        cfg = self.config
+        feature = "draft_model" if cfg.speculative.method == "draft" else "speculative_decoding"
+        try:
+            return build_speculator(cfg.speculative, self)
+        except Exception as e:  # noqa: BLE001 - reported by feature name, never by traceback text
+            reason = f"{type(e).__name__}: {e}"
+            if feature not in cfg.optional_features:
+                raise UnsupportedFeature(feature, reason) from e
+        self.load_report.setdefault("disabled_features", {})[feature] = reason
+        if feature == "draft_model":  # prompt lookup needs no second model
+            cfg.speculative = replace(cfg.speculative, method="ngram", draft_model=None)
+            return self._build_speculator()
+        cfg.speculative = SpeculativeConfig()
+        return None
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
