@@ -142,6 +142,9 @@ class _Flow:
 
     async def run(self) -> None:
         self._drain()
+        if self.tasks:
+            self.observer.message(f"{self.ex.reused} chunks reused from the store; generating {len(self.tasks)} "
+                                  "ready chunks, the rest as soon as what they depend on is done")
         ticker = asyncio.ensure_future(self._tick())
         try:
             while self.tasks:
