@@ -11,12 +11,14 @@ killed run loses at most the last group. `RunConfig.batch_size` caps the chunks 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from app.docgen.checks import check_doc, failure_feedback
 from app.docgen.commit import GroupCommit
+from app.docgen.gate import PriorityGate
 from app.docgen.generator_source import GeneratorSource
 from app.docgen.planner import CONTEXT_BUDGET_TOKENS, Plan
 from app.docgen.progress import Observer
@@ -24,9 +26,11 @@ from app.docgen.store import Store, StoredResult, code_hash, first_sentence, res
 from app.docgen.units import SourceUnit
 from app.llm.types import CodeChunk, DocGenerator, DocResult
 
-# Chunks in flight when no cap is given: several times any engine's max_num_seqs, so the engine's
-# waiting queue never runs dry, while a huge repository's prompts are not all held at once.
+# Chunks in flight when no cap is given: a few times the engine's batch (a generator that says how
+# many sequences it runs at once, `max_concurrency`), so its waiting queue never runs dry yet stays
+# short enough for critical-path chunks to get in early (gate.py); this many when it does not say.
 DEFAULT_MAX_IN_FLIGHT = 1024
+IN_FLIGHT_PER_ENGINE_SEQ = 2
 
 
 @dataclass
@@ -34,7 +38,7 @@ class RunConfig:
     model_id: str
     prompt_version: str
     sampling: dict = field(default_factory=dict)  # settings that change the output (temperature, max tokens)
-    batch_size: int = 0  # at most this many chunks in flight; 0: DEFAULT_MAX_IN_FLIGHT
+    batch_size: int = 0  # at most this many chunks in flight; 0: chosen from the generator
     resume: bool = True  # reuse stored results; False regenerates everything
     retry: bool = True
     commit_every: int = 32  # a group commit holds at most this many results ...
@@ -129,16 +133,28 @@ class _Flow:
             for j in outside:
                 self.dependents[j].append(i)
         self.left = [len(comp) for comp in self.comps]  # unfinished members per component
-        self.ready: list[int] = [i for i, n in enumerate(self.waiting_on) if n == 0]
         self.by_key: dict[str, StoredResult] = {}  # this run's results: identical chunks reuse them
         self.twins: dict[str, list[SourceUnit]] = {}  # key in flight -> identical units waiting for it
         self.tasks: set[asyncio.Task] = set()
-        self.slots = asyncio.Semaphore(cfg.max_in_flight)
+        self.gate = PriorityGate(cfg.max_in_flight)
+        self.height = self._heights()  # components above each one: its chunks' priority at the gate
+        self.sized = False  # the cap follows the generator's own concurrency once it is loaded
+        # Components whose dependencies are all done, as a heap: the most work waiting above first.
+        self.ready: list[tuple[int, int]] = [(-self.height[i], i) for i, n in enumerate(self.waiting_on) if n == 0]
+        heapq.heapify(self.ready)
         self.commit = GroupCommit(store, ex.run_id, replace=not cfg.resume, every=cfg.commit_every,
                                   seconds=cfg.commit_seconds)
         self.t0 = time.perf_counter()
         self.in_flight = 0
         self.busy_since: float | None = None
+
+    def _heights(self) -> list[int]:
+        """Longest chain of dependents above each component (components come callees first, so
+        every dependent has a larger index and is done before its dependencies here)."""
+        height = [0] * len(self.comps)
+        for i in reversed(range(len(self.comps))):
+            height[i] = 1 + max((height[j] for j in self.dependents[i]), default=-1)
+        return height
 
     async def run(self) -> None:
         self._drain()
@@ -166,7 +182,7 @@ class _Flow:
     def _drain(self) -> None:
         """Start every ready component (a loop, not recursion: chains of reused results are long)."""
         while self.ready:
-            self._start(self.ready.pop())
+            self._start(heapq.heappop(self.ready)[1])
 
     def _start(self, i: int) -> None:
         units = [self.plan.by_uid[uid] for uid in self.comps[i]]
@@ -195,7 +211,7 @@ class _Flow:
             for j in self.dependents[i]:
                 self.waiting_on[j] -= 1
                 if self.waiting_on[j] == 0:
-                    self.ready.append(j)
+                    heapq.heappush(self.ready, (-self.height[j], j))
 
     def _reuse(self, unit: SourceUnit, key: str, stored: StoredResult) -> None:
         self.ex.docs[unit.uid] = stored
@@ -206,15 +222,28 @@ class _Flow:
 
     # ----- one chunk -------------------------------------------------------------------------
     async def _run_job(self, job: Job) -> None:
-        async with self.slots:
-            gen = await self.source.get()  # the first miss loads the model; a load error ends the run
+        gen = await self._generator()  # before the gate: chunks waiting for the model hold no slot
+        await self.gate.acquire(-self.height[self.comp_of[job.unit.uid]])  # most work waiting on it first
+        try:
             self._busy(+1)
             try:
                 final = await self._generate(gen, job)
             finally:
                 self._busy(-1)
-        self._finish(job, final)
-        self._drain()
+            self._finish(job, final)
+            self._drain()  # the chunks this one unblocked queue at the gate before its slot is handed on
+        finally:
+            self.gate.release()
+
+    async def _generator(self) -> DocGenerator:
+        """The first miss loads the model (a load error ends the run); then the cap is sized to it."""
+        gen = await self.source.get()
+        if not self.sized:
+            self.sized = True
+            n = getattr(gen, "max_concurrency", None)
+            if not self.cfg.batch_size and isinstance(n, int) and n > 0:
+                self.gate.resize(IN_FLIGHT_PER_ENGINE_SEQ * n)
+        return gen
 
     async def _generate(self, gen: DocGenerator, job: Job) -> tuple[DocResult, list[dict], int] | None:
         plan, unit = self.plan, job.unit

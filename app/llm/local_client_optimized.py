@@ -105,6 +105,7 @@ class OptimizedLocalDocGenerator:
                             f"supports; using {llm.max_model_len} tokens")
             self.max_seq_length = llm.max_model_len
         self._optimizations = self._plan.finalize(llm)
+        self.max_concurrency = llm.config.max_num_seqs  # sequences the engine runs at once (docgen sizes its queue)
         self.tokenizer = llm.tokenizer.hf
         self._finalizer = weakref.finalize(self, self._engine.close)
 
