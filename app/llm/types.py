@@ -82,7 +82,12 @@ class DocResult:
 
 @runtime_checkable
 class DocGenerator(Protocol):
-    """What the doc pipeline needs from a generator."""
+    """What the doc pipeline needs from a generator.
+
+    Optional attributes docgen uses when present: `max_seq_length` (the context window),
+    `count_tokens(text)` / `count_prompt_tokens(chunk)` (sizing chunks), and `max_concurrency`
+    (requests the backend runs at once; docgen keeps about twice that many in flight).
+    """
 
     model_id: str
 
