@@ -97,7 +97,10 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
     observer.message(f"scanning {opts.path}")
     plan_cfg = PlanConfig(walk=opts.walk, max_seq_length=opts.max_seq_length, max_new_tokens=opts.max_new_tokens,
                           fast=opts.fast)
-    plan = make_plan(opts.path, plan_cfg)
+    declared = getattr(make_generator, "model_id", None)
+    sizing_key = _sizing_key(opts, declared)
+    sizing = _stored_sizing(opts.store, sizing_key) if declared is not None else None
+    plan = make_plan(opts.path, replace(plan_cfg, **sizing) if sizing else plan_cfg)
     if not plan.units:
         observer.message("nothing to document")
         ex = _empty_execution()
@@ -108,7 +111,8 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
     try:
         store = Store(opts.store)
         try:
-            plan = _sized_plan(opts, plan_cfg, plan, source, store)
+            if sizing is None:  # measured once per model and settings; this loads the generator
+                plan = _measure_sizing(opts, plan_cfg, plan, source, store, sizing_key)
             cfg = RunConfig(model_id=source.model_id, prompt_version=prompt_version(), sampling=opts.sampling,
                             batch_size=opts.batch_size, resume=opts.resume, retry=opts.retry,
                             commit_every=opts.commit_every, commit_seconds=opts.commit_seconds)
@@ -143,23 +147,34 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
     return RunOutcome(report=report, docstrings=doc_rep, pages=pages)
 
 
-def _sized_plan(opts: RunOptions, plan_cfg: PlanConfig, plan, source: GeneratorSource, store: Store):
-    """The plan sized with the generator's window and tokenizer (runner.calibrate). The sizing is
-    stored per model and settings, so later runs plan, key and find their results without loading
-    the model; it is measured (loading the generator) only when the store has none yet."""
-    name = json.dumps({"model_id": source.declared_model_id, "max_seq_length": opts.max_seq_length,
+def _sizing_key(opts: RunOptions, model_id: str | None) -> str:
+    name = json.dumps({"model_id": model_id, "max_seq_length": opts.max_seq_length,
                        "max_new_tokens": opts.max_new_tokens, "fast": opts.fast}, sort_keys=True)
-    meta_key = "plan_sizing:" + hashlib.sha256(name.encode()).hexdigest()[:24]
-    sizing = store.get_meta(meta_key) if source.declared_model_id is not None else None
-    if sizing is not None:
-        tuned = replace(plan_cfg, **sizing)
-    else:
-        generator = source.load_now()
-        seq = int(getattr(generator, "max_seq_length", opts.max_seq_length) or opts.max_seq_length)
-        tuned = calibrate(replace(plan_cfg, max_seq_length=seq), plan, generator)
-        if source.declared_model_id is not None:
-            store.put_meta(meta_key, {"max_seq_length": tuned.max_seq_length, "chars_per_token": tuned.chars_per_token,
-                                      "prompt_overhead_tokens": tuned.prompt_overhead_tokens})
+    return "plan_sizing:" + hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+def _stored_sizing(store_path: Path, key: str) -> dict | None:
+    """The plan sizing an earlier run measured for this model and these settings (see
+    _measure_sizing), read before planning so the plan is built once and no model is loaded."""
+    if not Path(store_path).exists():
+        return None
+    store = Store(store_path)
+    try:
+        return store.get_meta(key)
+    finally:
+        store.close()
+
+
+def _measure_sizing(opts: RunOptions, plan_cfg: PlanConfig, plan, source: GeneratorSource, store: Store, key: str):
+    """The plan sized with the generator's window and tokenizer (calibrate), which loads the
+    generator. The sizing is stored per model and settings, so later runs plan, key and find
+    their results without loading the model."""
+    generator = source.load_now()
+    seq = int(getattr(generator, "max_seq_length", opts.max_seq_length) or opts.max_seq_length)
+    tuned = calibrate(replace(plan_cfg, max_seq_length=seq), plan, generator)
+    if source.declared_model_id is not None:
+        store.put_meta(key, {"max_seq_length": tuned.max_seq_length, "chars_per_token": tuned.chars_per_token,
+                             "prompt_overhead_tokens": tuned.prompt_overhead_tokens})
     # The model's real window and tokenizer decide which units need splitting.
     return make_plan(opts.path, tuned) if tuned != plan_cfg else plan
 

@@ -173,3 +173,27 @@ def test_errors_reach_identical_twins(tmp_path):
 
     out, _ = run_fake(write(tmp_path / "p", CYCLE), Flaky())
     assert out.report.errors == {"a.py::twin": "out of memory", "b.py::twin": "out of memory"}
+
+
+def test_cached_rerun_with_a_calibrated_plan_plans_once_and_loads_nothing(tmp_path, monkeypatch):
+    """A generator with its own tokenizer changes the plan's sizing; the rerun reads that sizing
+    from the store, so it neither loads the generator nor plans twice."""
+    import app.docgen.runner as runner
+
+    class Dense(FakeDocGenerator):
+        def count_tokens(self, text):
+            return len(text)
+
+        def count_prompt_tokens(self, chunk):
+            return 300 + len(chunk.code if isinstance(chunk, str) else chunk.code)
+
+    body = "".join(f"    v{i} = x * {i} + helper_{i % 3}(x)\n" for i in range(120))
+    root = write(tmp_path / "p", {"big.py": f"def big(x):\n{body}    return v0\n", **CYCLE})
+    first, _ = run_fake(root, Dense(max_seq_length=2048), max_seq_length=2048, max_new_tokens=128)
+    plans = []
+    real = runner.make_plan
+    monkeypatch.setattr(runner, "make_plan", lambda *a, **k: (plans.append(1), real(*a, **k))[1])
+    again = CountingFactory(Dense(max_seq_length=2048))
+    out, _ = run_fake(root, factory=again, max_seq_length=2048, max_new_tokens=128)
+    assert again.calls == 0 and len(plans) == 1
+    assert out.report.chunks == first.report.chunks > 9 and out.report.reused == out.report.chunks  # parts included
