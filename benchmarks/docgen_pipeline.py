@@ -183,6 +183,8 @@ def main() -> None:
         "time_to_first_stored_result_s": (obs.t_first_commit - obs.t_start) if obs.t_first_commit else None,
         "cached_rerun_seconds": rerun_s, "cached_rerun_rc": rerun.returncode,
         "cached_rerun_loaded_generator": "generator: not loaded" not in rerun.stdout,
+        "cached_rerun_report": [ln for ln in rerun.stdout.splitlines() if ln.startswith(("files documented", "generated:"))],
+        "docgen_engine_steps": steps_before, "engine_alone_steps": after["steps"] - steps_before,
         "date": time.strftime("%Y-%m-%d"),
     }
     res["ratio_docgen_over_engine"] = res["docgen_tokens_per_s"] / res["engine_alone_tokens_per_s"]
