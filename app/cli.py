@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse finished results from the store (default on)")
     run.add_argument("--retry", action=argparse.BooleanOptionalAction, default=True,
                      help="retry a chunk once when its doc fails the checks (default on)")
-    run.add_argument("--batch-size", type=int, default=64, help="chunks per submission (0: a whole wave at once)")
+    run.add_argument("--batch-size", type=int, default=0,
+                     help="at most this many chunks in flight at the generator (default 0: up to 1024; the "
+                          "engine's scheduler batches them)")
     run.add_argument("--plain", action="store_true", help="plain log lines instead of the live display")
     remote = run.add_argument_group("OpenAI-compatible servers (--backend openai)")
     remote.add_argument("--backend", choices=["local", "openai"], default="local",
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--generator", choices=["optimized", "fake"], default="optimized", help=argparse.SUPPRESS)
     run.add_argument("--fake-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     run.add_argument("--fake-log", help=argparse.SUPPRESS)
+    run.add_argument("--commit-every", type=int, default=32, help=argparse.SUPPRESS)  # group commit size (tests)
+    run.add_argument("--commit-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
 
     est = sub.add_parser("estimate", parents=[common],
                          help="the chunks `run` would make, what the store holds, and a time range, before running")
@@ -273,7 +277,10 @@ def _optimized_factory(args, log):
                 f"network run `huggingface-cli download {model}` (then copy the cache, or set HF_HOME to it), "
                 f"or pass a local folder: docgen run PATH --model /path/to/model") from exc
 
-    return make
+    from app.llm.types import GeneratorFactory
+
+    # The model id is declared up front: a rerun finds its stored results without loading the model.
+    return GeneratorFactory(model, make)
 
 
 def cmd_run(args, console, verbosity) -> int:
@@ -306,7 +313,8 @@ def cmd_run(args, console, verbosity) -> int:
                       walk=_walk_config(args, project),
                       write_mode="write" if args.write else "diff" if args.diff else None, force=args.force,
                       overwrite=args.overwrite, fast=args.fast, resume=args.resume, retry=args.retry,
-                      batch_size=args.batch_size, max_seq_length=args.window,
+                      batch_size=args.batch_size, commit_every=args.commit_every,
+                      commit_seconds=args.commit_seconds, max_seq_length=args.window,
                       max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
     live = console.is_terminal and not args.plain and not quiet
     observer = Observer() if quiet else RichProgress(console) if live else PlainProgress(print_fn=say)
@@ -315,8 +323,10 @@ def cmd_run(args, console, verbosity) -> int:
         if args.base_url and args.backend != "openai":
             raise ValueError("--base-url is for --backend openai; add --backend openai")
         if args.generator == "fake":
-            def make():
-                return FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log, max_seq_length=args.window)
+            from app.llm.types import GeneratorFactory
+
+            make = GeneratorFactory("fake", lambda: FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
+                                                                     max_seq_length=args.window))
         elif args.ray:
             if args.backend == "openai":
                 raise ValueError("--ray runs engine replicas; it does not combine with --backend openai")

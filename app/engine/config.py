@@ -56,6 +56,9 @@ class EngineConfig:
     # (where the forward is synchronous and nothing can overlap); True forces it on the CPU too.
     async_scheduling: bool | None = None
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    # Features turned off in place (load_report["disabled_features"]) instead of raising
+    # errors.UnsupportedFeature when they cannot be set up: see errors.FEATURES.
+    optional_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.quantization in ("none", "None", ""):
@@ -82,3 +85,9 @@ class EngineConfig:
             raise ValueError(f"async_scheduling must be None (auto), True or False, got {self.async_scheduling!r}")
         if isinstance(self.lora_path, str):
             self.lora_path = [self.lora_path]
+        from .errors import FEATURES
+
+        self.optional_features = tuple(self.optional_features)
+        unknown = sorted(set(self.optional_features) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"optional_features {unknown} are unknown; choose from {list(FEATURES)}")

@@ -14,20 +14,22 @@ A request therefore comes back from the step() call after the one that computed 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Sequence as Seq
 
 import torch
 
 from .block_manager import BlockManager
 from .config import EngineConfig, SpeculativeConfig
+from .detokenizer import IncrementalDetokenizer
+from .errors import UnsupportedFeature
 from .inflight import PendingTokens, resolve_async_scheduling
 from .outputs import RequestOutput
 from .parallel_sampling import SampleGroups, child_params
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence, SequenceStatus
-from .stop_strings import find_stop
+from .stop_strings import find_stop_in_new_text, visible_length
 from .setup import build_engine_parts
 
 
@@ -64,6 +66,7 @@ class LLM:
         self._seq_generators: dict[int, torch.Generator] = {}
         self._requests: dict[str, Sequence] = {}
         self._prompts: dict[int, str | None] = {}
+        self._detoks: dict[int, IncrementalDetokenizer] = {}  # seq_id -> its text so far (stop strings)
         self._early: list[RequestOutput] = []  # rejected requests, reported by the next step()
         self._groups = SampleGroups()  # n > 1 requests, fanned out into n samples
         self._logprobs: dict[int, list[dict]] = {}  # seq id -> per-token log-probs (when asked)
@@ -72,13 +75,32 @@ class LLM:
         # verifies the scored rows after the forward. None when off.
         self.spec = None
         if cfg.speculative.method:
-            from .spec import build_speculator
+            self.spec = self._build_speculator()
 
-            self.spec = build_speculator(cfg.speculative, self)
         self.async_scheduling, reason = resolve_async_scheduling(cfg, self.device, self.backend, self.spec is not None)
         self.load_report["async_scheduling"] = {"active": self.async_scheduling, "reason": reason}
         self._inflight: _Launched | None = None  # async scheduling: the step on the device
         self._failed_launch: tuple[SchedulerOutput, Exception] | None = None
+
+    def _build_speculator(self):
+        """The speculator, or (when optional) n-gram lookup instead of an unusable draft model, or
+        none; the weights already loaded are kept either way."""
+        from .spec import build_speculator
+
+        cfg = self.config
+        feature = "draft_model" if cfg.speculative.method == "draft" else "speculative_decoding"
+        try:
+            return build_speculator(cfg.speculative, self)
+        except Exception as e:  # noqa: BLE001 - reported by feature name, never by traceback text
+            reason = f"{type(e).__name__}: {e}"
+            if feature not in cfg.optional_features:
+                raise UnsupportedFeature(feature, reason) from e
+        self.load_report.setdefault("disabled_features", {})[feature] = reason
+        if feature == "draft_model":  # prompt lookup needs no second model
+            cfg.speculative = replace(cfg.speculative, method="ngram", draft_model=None)
+            return self._build_speculator()
+        cfg.speculative = SpeculativeConfig()
+        return None
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -314,19 +336,31 @@ class LLM:
 
     def _apply_stop_strings(self, seq: Sequence, num_new: int) -> bool:
         """If a new token completed a stop string, cut the tokens after it (a speculative step
-        may have added several) and remember where the text ends (app/engine/stop_strings.py)."""
+        may have added several) and remember where the text ends. vLLM's rules (stop_strings.py,
+        whose `find_stop` is the full-decode reference); the text grows incrementally
+        (detokenizer.py), so each step costs the same whatever the output's length."""
         p = seq.params
-        hit = find_stop(lambda ids: self.tokenizer.decode(ids, p.skip_special_tokens), seq.output_token_ids,
-                        num_new, p.stop, p.min_tokens, p.include_stop_str_in_output)
-        if hit is None:
-            return False
-        keep, seq.stop_text_index = hit
-        del seq.token_ids[seq.num_prompt_tokens + keep :]
-        return True
+        detok = self._detoks.get(seq.seq_id)
+        if detok is None:
+            detok = self._detoks[seq.seq_id] = IncrementalDetokenizer(
+                lambda ids: self.tokenizer.decode(ids, p.skip_special_tokens))
+        start = seq.num_prompt_tokens
+        for pos in range(start + len(detok.ids), seq.num_tokens):  # tokens not yet seen, in order
+            before = visible_length(detok.text, detok.pending)
+            changed = detok.step(seq.token_ids[pos])
+            if pos - start + 1 < p.min_tokens:  # tokens before the min_tokens-th cannot complete one
+                continue
+            hit = find_stop_in_new_text(detok.text, detok.pending, min(before, changed), p.stop,
+                                        p.include_stop_str_in_output)
+            if hit is not None:
+                del seq.token_ids[pos + 1:]
+                seq.stop_text_index = hit
+                return True
+        return False
 
     def _finish_output(self, seq: Sequence) -> RequestOutput:
         self._requests.pop(seq.request_id, None)
-        out = self._output(seq, self._prompts.get(seq.seq_id))
+        out = self._output(seq, self._prompts.get(seq.seq_id), self._detoks.get(seq.seq_id))
         self._forget(seq)
         return out
 
@@ -334,11 +368,16 @@ class LLM:
         self._seq_generators.pop(seq.seq_id, None)
         self._logprobs.pop(seq.seq_id, None)
         self._prompts.pop(seq.seq_id, None)
+        self._detoks.pop(seq.seq_id, None)
 
-    def _output(self, seq: Sequence, prompt: str | None) -> RequestOutput:
+    def _output(self, seq: Sequence, prompt: str | None, detok: IncrementalDetokenizer | None = None) -> RequestOutput:
         out_ids = seq.output_token_ids
-        text_ids = out_ids[:-1] if self._ended_by_stop_token(seq) else out_ids
-        text = self.tokenizer.decode(text_ids, seq.params.skip_special_tokens) if text_ids else ""
+        if self._ended_by_stop_token(seq):  # its id stays, its text does not (vLLM)
+            text = self.tokenizer.decode(out_ids[:-1], seq.params.skip_special_tokens) if len(out_ids) > 1 else ""
+        elif detok is not None and len(detok.ids) == len(out_ids):  # the stop check's text: a full decode's
+            text = detok.full_text
+        else:  # no stop strings: one decode at the end costs less than one per step
+            text = self.tokenizer.decode(out_ids, seq.params.skip_special_tokens) if out_ids else ""
         if seq.stop_text_index is not None:
             text = text[: seq.stop_text_index]
         m = seq.metrics.as_dict()

@@ -14,6 +14,7 @@ import torch
 
 from .attention.backend import load_backend
 from .config import EngineConfig
+from .errors import UnsupportedFeature
 from .memory_budget import KvPlan, draft_footprint, plan_kv_blocks, read_cuda_memory, usable_bytes
 from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
 from .model_check import check_model
@@ -123,8 +124,11 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         # The key covers everything the quantized tensors depend on: checkpoint, merged adapters, dtype.
         adapters = [p for d in (cfg.lora_path or []) for p in sorted(Path(d).glob("adapter_*"))]
         key = f"{checkpoint_fingerprint(files + adapters)}-{report['dtype']}"
-        report["quantization"] = quantize_model_(
-            model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
+        try:
+            report["quantization"] = quantize_model_(
+                model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
+        except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
+            _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     kv_dtype = dtype
     if cfg.kv_cache_dtype == "fp8":
@@ -132,7 +136,16 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     backend = _backend_name(cfg, device)
     runner.set_backend(load_backend(backend))
     report["attention_backend"] = backend
-    num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len, report)
+    try:
+        num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len, report)
+    except ValueError:
+        raise  # no memory for any KV pool: not a feature's fault
+    except Exception as e:  # noqa: BLE001
+        if kv_dtype == dtype:
+            raise
+        _optional_failed(cfg, report, "kv_cache_quantization", e, intact=True)
+        kv_dtype = dtype  # the pool in the model's dtype instead; the weights are untouched
+        num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len, report)
     report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
                   kv_cache_dtype=str(kv_dtype).replace("torch.", ""))
     if cfg.enable_compilation:
@@ -141,6 +154,23 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         report["compile"] = compile_model_(model, device)
     report["cuda_graphs"] = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
+
+
+def _optional_failed(cfg: EngineConfig, report: dict, feature: str, exc: BaseException, intact: bool) -> None:
+    """An optional feature failed at load: turn it off in place if the caller allows it and the
+    model is still whole, else raise UnsupportedFeature naming it."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if feature in cfg.optional_features and intact:
+        log.warning("%s could not be set up (%s); continuing without it", feature, reason)
+        report.setdefault("disabled_features", {})[feature] = reason
+        return
+    raise UnsupportedFeature(feature, reason) from exc
+
+
+def _any_quantized(model) -> bool:
+    from .quant import QUANTIZED_TYPES
+
+    return any(isinstance(m, QUANTIZED_TYPES) for m in model.modules())
 
 
 def _quant_cache_dir(cfg: EngineConfig) -> Path | None:

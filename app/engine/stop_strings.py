@@ -37,3 +37,26 @@ def find_stop(decode: Callable[[list[int]], str], out_ids: list[int], num_new: i
                 return j, i + len(s) if include else i
         prev = text
     return None
+
+
+def visible_length(text: str, pending: str) -> int:
+    """len(visible(text + pending)) for an incremental detokenizer's (text, pending): `text` never
+    ends in an incomplete character, only `pending` may."""
+    return len(text) + len(visible(pending))
+
+
+def find_stop_in_new_text(text: str, pending: str, boundary: int, stops: list[str],
+                          include: bool = False) -> int | None:
+    """`find_stop`'s rule for one new token, on an incremental detokenizer's text: the end of the
+    output text (where the first stop string in list order that ends past `boundary` starts, or
+    ends when `include`), or None. `boundary`: the visible length before the token (earlier
+    text was searched in earlier steps). Only a tail as long as the stop string is read, so the
+    cost does not grow with the output."""
+    vis = visible(pending)
+    for s in stops:
+        start = max(0, boundary - len(s) + 1)
+        tail = text[start:] + vis[max(0, start - len(text)):]
+        i = tail.find(s)
+        if i >= 0:
+            return start + i + (len(s) if include else 0)
+    return None

@@ -55,17 +55,18 @@ def test_warnings_name_flags_and_hide_python_locations(capsys):
 
 def test_ctrl_c_says_what_was_saved(tmp_path, capsys, monkeypatch):
     root = write(tmp_path / "p", {f"m{i}.py": f"def f{i}(x):\n    return x + {i}\n" for i in range(6)})
-    real = FakeDocGenerator.generate_batch_async
+    real = FakeDocGenerator.generate_async
     calls = []
 
-    async def interrupted(self, chunks):
-        calls.append(len(chunks))
-        if len(calls) == 2:
+    async def interrupted(self, chunk):
+        calls.append(chunk)
+        if len(calls) == 3:  # two chunks done (and committed one by one), Ctrl-C in the third
             raise KeyboardInterrupt
-        return await real(self, chunks)
+        return await real(self, chunk)
 
-    monkeypatch.setattr(FakeDocGenerator, "generate_batch_async", interrupted)
-    assert main(["run", str(root), "--generator", "fake", "--plain", "--batch-size", "2", "--fast"]) == 130
+    monkeypatch.setattr(FakeDocGenerator, "generate_async", interrupted)
+    assert main(["run", str(root), "--generator", "fake", "--plain", "--batch-size", "1", "--fast",
+                 "--commit-every", "1"]) == 130
     err = capsys.readouterr().err
     assert "interrupted; saved 2 results; rerun to resume" in err and "Traceback" not in err
 
