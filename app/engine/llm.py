@@ -74,11 +74,24 @@ class LLM:
         if cfg.speculative.method:
             from .spec import build_speculator
 
-            self.spec = build_speculator(cfg.speculative, self)
+            self.spec = build_speculator(cfg.speculative, self._spec_context())
         self.async_scheduling, reason = resolve_async_scheduling(cfg, self.device, self.backend, self.spec is not None)
         self.load_report["async_scheduling"] = {"active": self.async_scheduling, "reason": reason}
         self._inflight: _Launched | None = None  # async scheduling: the step on the device
         self._failed_launch: tuple[SchedulerOutput, Exception] | None = None
+
+    def _spec_context(self):
+        from .spec import SpecContext
+
+        return SpecContext(
+            block_manager=self.block_manager, max_model_len=self.max_model_len,
+            seq_generators=self._seq_generators, shared_generator=self._generator,
+            config=self.config, tokenizer=self.tokenizer, device=self.device, dtype=self.dtype,
+            # Only a draft model reads these two; the fallback runner (no paged attention layers,
+            # no DecoderSpec) refuses one at load.
+            attn_backend=self.runner.attn_layers[0].backend if self.runner.attn_layers else None,
+            vocab_size=getattr(self.runner.model.spec, "vocab_size", None),
+            num_kv_blocks=self.num_kv_blocks, planned_draft_kv_blocks=self.load_report.get("draft_kv_blocks"))
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -189,7 +202,7 @@ class LLM:
             return None
         try:
             logits, spans = self.runner.execute(out)
-            sampled = self._sample(logits, spans)
+            sampled = self._sample(logits, spans, out)
         except Exception as e:  # a failed forward fails its requests, not the engine
             done.extend(self._fail(out, e))
             return None
@@ -256,12 +269,12 @@ class LLM:
             pending.on_result = lambda host: self._store_logprobs(seqs, rows, host)
         return pending
 
-    def _sample(self, logits: torch.Tensor, spans) -> dict[int, list[int]]:
+    def _sample(self, logits: torch.Tensor, spans, out: SchedulerOutput) -> dict[int, list[int]]:
         if not spans:
             return {}
         seqs = {s.seq_id: s for s in self.scheduler.running}
         if self.spec is not None:
-            return self.spec.verify(logits, spans, seqs, self._seq_generators, self._generator)
+            return self.spec.verify(logits, spans, out, seqs)
         params = [seqs[sid].params for sid, _, _ in spans]
         raw = logits
         logits = self._mask_min_tokens(logits, [seqs[sid] for sid, _, _ in spans])
