@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from . import memory
 from .attention.backend import load_backend
 from .config import EngineConfig
 from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
@@ -87,6 +89,33 @@ def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions
     return model.eval(), files
 
 
+def build_streamed_quantized_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions: int):
+    """Quantized load without a full-precision copy (quant/stream.py): meta build, then each layer
+    quantized as its tensors stream in from the memory-mapped checkpoint (or mapped from the cache).
+    -> (model, files, quantization report)."""
+    from .loader import checkpoint_fingerprint, iter_mapped_weights
+    from .quant import QuantConfig
+    from .quant.stream import load_streaming
+
+    files = weight_files(path, cfg.allow_pickle)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            model = build_native_model(hf_config, max_positions)
+    finally:
+        torch.set_default_dtype(prev)
+    # The key covers everything the quantized tensors depend on: checkpoint and dtype.
+    key = f"{checkpoint_fingerprint(files)}-{str(dtype).replace('torch.', '')}"
+    loaded, report = load_streaming(model, iter_mapped_weights(files), QuantConfig(format=cfg.quantization), device,
+                                    hf_config, cache_dir=_quant_cache_dir(cfg), cache_key=key)
+    missing = model.expected_weights() - loaded
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks weights: {sorted(missing)[:6]}...")
+    model.model.rotary.float()  # keep the cos/sin table in fp32 whatever the model dtype
+    return model.eval(), files, report
+
+
 def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     path = resolve_model_path(cfg.model)
     hf_config = load_hf_config(path, cfg.trust_remote_code)
@@ -105,14 +134,21 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     if sliding and getattr(hf_config, "use_sliding_window", True) and sliding < max_model_len:
         log.warning("model uses sliding-window attention (%d); capping max_model_len to it", sliding)
         max_model_len = sliding
-    model, files = build_model(cfg, path, hf_config, device, dtype, max_pos)
+    load = _LoadMeter()
     report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
                     "backend": "native"}
+    # LoRA merges stay on the dense-then-quantize path (the merge needs the dense weight anyway)
+    streamed = bool(cfg.quantization) and not prequant and not cfg.lora_path
+    if streamed:
+        model, files, report["quantization"] = build_streamed_quantized_model(cfg, path, hf_config, device, dtype,
+                                                                              max_pos)
+    else:
+        model, files = build_model(cfg, path, hf_config, device, dtype, max_pos)
     if prequant:
         from .quant.prequantized import prequantized_report
 
         report["quantization"] = prequantized_report(prequant, model)
-    elif cfg.quantization:
+    elif cfg.quantization and not streamed:  # LoRA: merged dense, then quantized
         from .quant import QuantConfig, quantize_model_
 
         from .loader import checkpoint_fingerprint
@@ -122,10 +158,13 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         key = f"{checkpoint_fingerprint(files + adapters)}-{report['dtype']}"
         report["quantization"] = quantize_model_(
             model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
+    report["load"] = load.done(model)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     kv_dtype = dtype
     if cfg.kv_cache_dtype == "fp8":
         kv_dtype = torch.float8_e4m3fn
+    elif device.type == "cpu":
+        kv_dtype = cpu_kv_dtype(dtype, bool(cfg.quantization))
     backend = _backend_name(cfg, device)
     runner.set_backend(load_backend(backend))
     report["attention_backend"] = backend
@@ -182,8 +221,7 @@ def _num_kv_blocks(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max
         free, total = torch.cuda.mem_get_info(device)
         budget = int(free - total * (1 - cfg.gpu_memory_utilization))
     else:
-        needed = cfg.max_num_seqs * max_model_len * per_block // cfg.block_size
-        budget = min(CPU_KV_CAP_BYTES, needed + per_block)
+        budget = cpu_kv_budget(cfg, per_block, max_model_len)
     n = budget // per_block
     if n < 1:
         raise ValueError(
@@ -191,6 +229,56 @@ def _num_kv_blocks(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max
             f"{per_block / 2**20:.2f} MiB); raise kv_cache_memory_gb / gpu_memory_utilization or use a smaller model"
         )
     return int(n)
+
+
+def cpu_kv_budget(cfg: EngineConfig, per_block: int, max_model_len: int) -> int:
+    """CPU KV bytes when no budget is given: what the work can use (max_num_seqs sequences of
+    max_model_len tokens, plus one block), capped by CPU_KV_CAP_BYTES and by a quarter of the
+    memory the machine has available now (a laptop must not swap for a pool it never fills)."""
+    needed = cfg.max_num_seqs * max_model_len * per_block // cfg.block_size + per_block
+    cap = CPU_KV_CAP_BYTES
+    avail = memory.available()
+    if avail is not None:
+        cap = min(cap, max(avail // 4, per_block))
+    return min(cap, needed)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 loads/converts are native, so a bf16 KV cache costs no time."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes: assume not
+        return False
+
+
+def cpu_kv_dtype(model_dtype: torch.dtype, quantized: bool) -> torch.dtype:
+    """KV dtype on the CPU (kv_cache_dtype="auto"): bf16 (half the memory) when the weights are
+    quantized anyway and the CPU has native bf16; else the model dtype, so the full-precision
+    engine stays exact against its reference."""
+    if quantized and model_dtype == torch.float32 and cpu_has_native_bf16():
+        return torch.bfloat16
+    return model_dtype
+
+
+class _LoadMeter:
+    """Load time and this process's resident memory while loading (memory.py) for load_report."""
+
+    def __init__(self):
+        self.reset = memory.reset_peak()
+        self.rss0 = memory.rss()
+        self.t0 = time.perf_counter()
+
+    def done(self, model) -> dict:
+        from .quant import weight_bytes
+
+        peak, now, final = memory.peak_rss(), memory.rss(), weight_bytes(model)
+        out = {"seconds": time.perf_counter() - self.t0, "model_bytes": final, "rss_before": self.rss0,
+               "rss_after": now, "peak_rss": peak, "peak_is_of_load": self.reset}
+        if peak is not None and self.rss0 is not None and self.reset:
+            # the growth over the process's memory before the load, relative to the model it built
+            out["peak_growth_bytes"] = peak - self.rss0
+            out["peak_growth_over_model"] = (peak - self.rss0) / max(final, 1)
+        return out
 
 
 def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype) -> dict:

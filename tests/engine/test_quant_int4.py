@@ -131,3 +131,18 @@ def test_wrong_device_input_is_refused():
     mod.kdevice = "cuda"  # as if packed for CUDA then moved: the layout would be wrong, so refuse
     with pytest.raises(ValueError, match="packed for cuda"):
         mod(torch.randn(2, 64))
+
+
+def test_cpu_packing_in_row_blocks_equals_packing_whole(monkeypatch):
+    """pack_for_device packs PACK_ROWS rows at a time (bounded int32 transient); the concatenated
+    blocks must be byte-identical to packing the whole matrix (tails of < 64 rows included)."""
+    from app.engine.quant import int4_kernels as K
+
+    if not K.cpu_layout_known():
+        pytest.skip("unknown CPU int4 layout: pack_for_device packs whole matrices")
+    g = torch.Generator().manual_seed(0)
+    for n, k in ((64 * 5 + 48, 64), (256 + 16, 128)):
+        q = torch.randint(0, 256, (n, k // 2), generator=g, dtype=torch.uint8)
+        whole = torch.ops.aten._convert_weight_to_int4pack_for_cpu(K.unpack_nibbles(q).to(torch.int32), 2)
+        monkeypatch.setattr(K, "PACK_ROWS", 128)
+        assert torch.equal(K.pack_for_device(q, torch.device("cpu")), whole)

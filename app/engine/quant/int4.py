@@ -95,7 +95,7 @@ def round_up_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _levels(wg: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
     # wg (N, G, g); scale/zero (N, G, 1): nearest level given the (already rounded) parameters
-    return torch.clamp(torch.round((wg - zero) / scale + 8.0), 0, 15)
+    return (wg - zero).div_(scale).add_(8.0).round_().clamp_(0, 15)  # in place: one float temporary
 
 
 def quantize_int4(

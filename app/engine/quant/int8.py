@@ -20,7 +20,7 @@ def quantize_int8(weight: torch.Tensor, param_dtype: torch.dtype = torch.bfloat1
     """
     w = weight.detach().float()
     scale = round_up_to((w.abs().amax(dim=1) / 127.0).clamp(min=1e-8), param_dtype)  # (N,)
-    q = torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8)
+    q = (w / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)  # in place: one float temporary
     return q, scale
 
 
