@@ -103,8 +103,9 @@ def fp8_swap_cpu(model: nn.Module) -> dict:
 def rtn_fake_quant_(model: nn.Module, bits: int, group_size: int | None) -> dict:
     """The plain round-to-nearest baseline, all in float32: each nn.Linear weight but the LM head is
     quantized and dequantized back in place. 8 bits: symmetric per output channel, scale
-    max|w| / 127. 4 bits: asymmetric per group of `group_size` along K, scale (max - min) / 15,
-    integer zero point round(-min / scale), levels clamped to 0..15. No rounding of scales to
+    max|w| / 127. 4 bits: asymmetric per group of `group_size` along K over the range [min, max]
+    widened to include 0, scale (max - min) / 15, integer zero point round(-min / scale), levels
+    clamped to 0..15. No rounding of scales to
     bf16, no bf16 activations: what "at least plain RTN" is measured against."""
     names = []
     for name, mod in model.named_modules():
@@ -117,7 +118,7 @@ def rtn_fake_quant_(model: nn.Module, bits: int, group_size: int | None) -> dict
         else:
             n, k = w.shape
             wg = w.reshape(n, k // group_size, group_size)
-            lo, hi = wg.amin(-1, keepdim=True), wg.amax(-1, keepdim=True)
+            lo, hi = wg.amin(-1, keepdim=True).clamp(max=0), wg.amax(-1, keepdim=True).clamp(min=0)
             s = ((hi - lo) / 15).clamp(min=1e-8)
             z = torch.round(-lo / s)
             dq = ((torch.clamp(torch.round(wg / s) + z, 0, 15) - z) * s).reshape(n, k)

@@ -5,6 +5,7 @@ checkpoint and sizing the KV pool, so the model code never knows about them.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from . import memory
 from .attention.backend import load_backend
@@ -60,6 +62,29 @@ def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:
     return cfg if cfg in (torch.bfloat16, torch.float16) else torch.bfloat16
 
 
+class _MetaParams(TorchFunctionMode):
+    """Model construction with every torch.empty (how nn.Linear / nn.Embedding allocate their
+    weights) on the meta device, and torch.nn.init's initialisers skipped on meta tensors; all else
+    (rotary tables, norm weights) is computed for real on the device of the enclosing context.
+    Unlike `with torch.device("meta")`, the rotary maths does not run on meta, where Python
+    decompositions import sympy and friends on first use (+170 MB resident for the rest of the
+    process). A torch-function mode is per thread: other threads are unaffected."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs = {**kwargs, "device": "meta"}
+        elif func in _INITIALISERS:
+            t = args[0] if args else kwargs["tensor"]
+            if t.is_meta:
+                return t
+        return func(*args, **kwargs)
+
+
+_INITIALISERS = {getattr(torch.nn.init, n) for n in dir(torch.nn.init)
+                 if n.endswith("_") and not n.startswith("_") and callable(getattr(torch.nn.init, n))}
+
+
 def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions: int):
     files = weight_files(path, cfg.allow_pickle)
     prequant = prequantized_spec(hf_config, quantization=cfg.quantization, lora_path=cfg.lora_path)
@@ -67,7 +92,7 @@ def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions
     torch.set_default_dtype(dtype)
     try:
         # AWQ/GPTQ: build on meta so quantized projections never get dense weights (quant/prequantized.py)
-        with torch.device("meta" if prequant else device):
+        with torch.device(device), (_MetaParams() if prequant else contextlib.nullcontext()):
             model = build_native_model(hf_config, max_positions)
     finally:
         torch.set_default_dtype(prev)
@@ -101,7 +126,7 @@ def build_streamed_quantized_model(cfg: EngineConfig, path, hf_config, device, d
     prev = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device("meta"):
+        with torch.device(device), _MetaParams():
             model = build_native_model(hf_config, max_positions)
     finally:
         torch.set_default_dtype(prev)
