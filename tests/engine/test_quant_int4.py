@@ -38,11 +38,33 @@ def test_quantize_dequantize_error_bound(g):
     deq = qw.dequantize()
     s = qw.scales.float().repeat_interleave(g, dim=1)
     z = qw.zeros.float().repeat_interleave(g, dim=1)
-    # per element: half a step, plus the bf16 rounding of the zero (eps/2 relative)
-    bound = 0.5 * s + z.abs() * 2.0**-8 + 1e-7
+    # per element: half a step, plus the bf16 rounding of the zero (eps/2 relative), plus what a
+    # scale rounded down leaves uncovered of the group's range (0 where the upper candidate won)
+    wg = w.reshape(64, -1, g)
+    span = wg.amax(-1).clamp(min=0) - wg.amin(-1).clamp(max=0)  # (N, G): the range, 0 included
+    short = (span - 15 * qw.scales.float()).clamp(min=0).repeat_interleave(g, dim=1)
+    bound = 0.5 * s + z.abs() * 2.0**-8 + short + 1e-7
     assert bool(((deq - w).abs() <= bound).all())
     # and on average far below the worst case
     assert (deq - w).abs().mean() < 0.3 * s.mean()
+
+
+def test_scale_search_never_worse_than_rounding_the_scale_up(monkeypatch):
+    """The kernels need bf16 scales: per group, the better of the bf16 scales below / above the
+    exact one is kept, so every group's squared error is at most that of always rounding up."""
+    from app.engine.quant import int4 as I4
+
+    w = _w(64, 512, seed=3)
+    both = quantize_int4(w, 64)
+    real = I4._scale_candidates
+    monkeypatch.setattr(I4, "_scale_candidates", lambda exact, dtype: real(exact, dtype)[1:])
+    up = quantize_int4(w, 64)
+
+    def group_err(qw):
+        return (qw.dequantize() - w).square().reshape(64, -1, 64).sum(-1)
+
+    assert bool((group_err(both) <= group_err(up) + 1e-9).all())
+    assert group_err(both).sum() < group_err(up).sum()  # and some groups do pick the lower scale
 
 
 def test_hqq_never_worse_than_rtn():
