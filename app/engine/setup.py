@@ -289,6 +289,9 @@ class _LoadMeter:
     """Load time and this process's resident memory while loading (memory.py) for load_report."""
 
     def __init__(self):
+        # torch's one-time CPU set-up (thread pool, allocator arenas: ~25 MB on first ops) belongs to
+        # the process, not to this load: let a first small op pay it before the baseline is taken
+        torch.arange(64.0).outer(torch.arange(64.0)).cos_().sum()
         self.reset = memory.reset_peak()
         self.rss0 = memory.rss()
         self.t0 = time.perf_counter()
