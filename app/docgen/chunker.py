@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from app.docgen import docfinder as D
 from app.docgen import nodes as N
+from app.docgen.dockey import KeyForms
 from app.docgen.languages import get_parser
 from app.docgen.exports import mark_exported
 from app.docgen.overloads import merge_repeats
@@ -249,4 +250,8 @@ def chunk_source(rel: str, language: str, text: str) -> FileChunks:
         calls=N.call_names(root, chunker.spec, src, skip=[(o.start_byte, o.end_byte) for o, _ in nodes]),
     )
     module.signature = f"module {rel}"
+    keys = KeyForms(root, chunker.spec, src, language, nodes)  # cache keys blind to docstrings
+    for unit, (outer, body) in zip(units, nodes):
+        unit.key_code = keys.text(outer.start_byte, outer.end_byte, skeleton=body is None)
+    module.key_code = keys.text(0, len(src), skeleton=True)
     return FileChunks(path=rel, language=language, units=[module] + merge_repeats(units, text), parse_errors=root.has_error)

@@ -31,7 +31,10 @@ class _Index:
             if u.kind in CALLABLE_KINDS or u.kind in CONTAINER_KINDS:
                 self.by_name[u.name.split(".")[-1]].append(u.uid)
         self.py_modules: dict[str, str] = {}
-        for path in sorted({u.path for u in units if u.language == "python"}, key=lambda p: p.count("/")):
+        # A total order (a set's order changes per process): the shallowest path, a .py before its
+        # .pyi stub, then by name. Otherwise `pkg/__init__.py` vs `.pyi` flipped between runs.
+        paths = {u.path for u in units if u.language == "python"}
+        for path in sorted(paths, key=lambda p: (p.count("/"), p.endswith(".pyi"), p)):
             for name in module_names(path):
                 self.py_modules.setdefault(name, path)
 
@@ -63,9 +66,15 @@ def _resolve_python(callee: str, unit: SourceUnit, idx: _Index, imports: dict) -
     return None
 
 
+# Languages that can call each other's definitions by name (a Go `len(x)` is not a Rust `Match.len`).
+_FAMILY = {"javascript": "js", "typescript": "js", "tsx": "js", "c": "c", "cpp": "c"}
+
+
 def _resolve_by_name(callee: str, unit: SourceUnit, idx: _Index) -> list[str]:
     name = callee.split(".")[-1]
-    cands = [c for c in idx.by_name.get(name, []) if c != unit.uid]
+    family = _FAMILY.get(unit.language, unit.language)
+    cands = [c for c in idx.by_name.get(name, []) if c != unit.uid
+             and _FAMILY.get(idx.units[c].language, idx.units[c].language) == family]
     same_file = [c for c in cands if idx.units[c].path == unit.path]
     if same_file:
         return same_file

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import textwrap
 
 from app.docgen.langspec import FUNCTION_LIKE, NO_VALUE_TYPES, Spec
 
@@ -53,6 +54,10 @@ def _param_name(node, src: bytes) -> list[str]:
         return [text(node, src)]
     if node.type == "self_parameter":
         return ["self"]
+    if node.type == "spread_parameter":  # Java varargs `T... name`: the name is in the declarator, not the type
+        decl = next((c for c in node.named_children if c.type == "variable_declarator"), None)
+        if decl is not None:
+            return _param_name(decl, src)
     names = node.children_by_field_name("name")
     if names:
         return [text(n, src) for n in names]
@@ -152,13 +157,21 @@ def call_names(node, spec: Spec, src: bytes, skip=()) -> list[str]:
     return list(seen)
 
 
+def _header_end(body) -> int:
+    """Where a definition's header ends: at Python's `:` (a comment after it, or a docstring
+    --write put before that comment, is body), else where the body starts."""
+    colon = next((c for c in reversed(body.parent.children) if c.type == ":" and c.end_byte <= body.start_byte),
+                 None) if body.parent is not None else None
+    return colon.end_byte if colon is not None else body.start_byte
+
+
 def signature(outer, body, src: bytes) -> str:
     if body is None:  # a container (or Go type spec): its header up to its own body
         inner_body = outer.child_by_field_name("body")
-        end = inner_body.start_byte if inner_body is not None else outer.end_byte
+        end = _header_end(inner_body) if inner_body is not None else outer.end_byte
         raw = src[outer.start_byte:end].decode("utf-8", "replace").split("{")[0]
     else:
-        raw = src[outer.start_byte:body.start_byte].decode("utf-8", "replace")
+        raw = src[outer.start_byte:_header_end(body)].decode("utf-8", "replace")
     raw = " ".join(raw.split()).rstrip("{").rstrip(":").strip()
     return raw if len(raw) <= 300 else raw[:297] + "..."
 
@@ -173,11 +186,13 @@ def clean_comment(raw: str) -> str:
                 break
         if s.endswith("*/"):
             s = s[:-2]
-        s = s.strip()
-        if s.startswith("*"):
-            s = s[1:].strip()
+        s = s.rstrip()
+        if s.lstrip().startswith("*"):
+            s = s.lstrip()[1:]
         lines.append(s)
-    return "\n".join(lines).strip()
+    # Indentation past the comment markers is kept (relative to the least indented line): it marks
+    # code examples in JSDoc, Go and Rust doc comments.
+    return textwrap.dedent("\n".join(lines)).strip()
 
 
 def _python_docstring(block, src: bytes) -> str:

@@ -41,6 +41,8 @@ def _merge(group: list[SourceUnit], lines: list[str]) -> SourceUnit:
         first.code = "".join(lines[group[0].start_line - 1:group[-1].end_line])
     else:  # overloads apart from each other: their texts, one after another
         first.code = "\n\n".join(u.code.rstrip("\n") for u in group) + "\n"
+    # The cache key stays blind to docstrings (dockey): the pieces' docstring-free forms, joined.
+    first.key_code = "\n\n".join(u.stable_code.rstrip("\n") for u in group) + "\n"
     first.start_line = min(u.start_line for u in group)
     first.end_line = max(u.end_line for u in group)
     first.signature = "\n".join(dict.fromkeys(u.signature for u in group))

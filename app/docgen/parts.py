@@ -76,6 +76,32 @@ def _split_lines(code: str, budget_tokens: int, chars_per_token: float = CHARS_P
     return pieces
 
 
+def _source_spans(unit: SourceUnit, code: str, offsets: list[int]) -> list[tuple[int, int]]:
+    """Source line span (first, last; 1-based) of each piece starting at `offsets` (0-based lines of
+    `code`). Pieces are cut from the docstring-free code, so the source lines they stand for are
+    found by matching lines back to `unit.code`; the spans tile the unit's lines (a removed
+    docstring belongs to the piece it sat in)."""
+    real = unit.code.splitlines()
+    if code == unit.code:
+        to_real = list(range(len(real)))
+    else:
+        import difflib
+
+        stable = code.splitlines()
+        to_real = [0] * (len(stable) + 1)
+        last = 0
+        blocks = difflib.SequenceMatcher(None, stable, real, autojunk=False).get_matching_blocks()
+        for i in range(len(stable)):
+            for b in blocks:  # few blocks: a unit has few docstrings
+                if b.a <= i < b.a + b.size:
+                    last = b.b + (i - b.a)
+                    break
+            to_real[i] = last
+    firsts = [unit.start_line] + [unit.start_line + to_real[min(o, len(to_real) - 1)] for o in offsets[1:]]
+    lasts = [f - 1 for f in firsts[1:]] + [unit.end_line]
+    return list(zip(firsts, lasts))
+
+
 def _estimate_fits(budget_tokens: int, chars_per_token: float) -> Callable[[SourceUnit], bool]:
     return lambda u: estimate_tokens(u.prompt_code or u.code, chars_per_token) <= budget_tokens
 
@@ -87,8 +113,16 @@ def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CH
     fits = fits or _estimate_fits(budget_tokens, chars_per_token)
     if fits(unit):
         return []
-    starts = statement_starts(unit.code, unit.language)
-    pending = [(off, text) for off, text in _split_lines(unit.code, budget_tokens, chars_per_token, starts)]
+    # Without docstrings: --write must not move the part boundaries. (Part line numbers then
+    # count from the docstring-free code.)
+    code = unit.stable_code
+    if code != unit.code:
+        unit.prompt_code = code  # it may fit without its docstrings (--write made it long): shown so
+        if fits(unit):
+            return []
+        unit.prompt_code = ""
+    starts = statement_starts(code, unit.language)
+    pending = [(off, text) for off, text in _split_lines(code, budget_tokens, chars_per_token, starts)]
     pieces: list[tuple[int, str]] = []
     while pending:  # recurse on any piece the real count says is still too long
         off, text = pending.pop(0)
@@ -101,21 +135,24 @@ def split_unit(unit: SourceUnit, budget_tokens: int, chars_per_token: float = CH
         sub_starts = {s - off for s in starts if s > off}
         pending[:0] = [(off + o, t) for o, t in _split_lines(text, smaller, chars_per_token, sub_starts)]
     n = len(pieces)
+    if n == 1:  # the code fits, only its own long docstring does not: splitting would not help
+        unit.prompt_code = code if code != unit.code else ""
+        return []
+    spans = _source_spans(unit, code, [off for off, _ in pieces])
     parts = []
-    for k, (offset, text) in enumerate(pieces, start=1):
-        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    for k, ((offset, text), (first, last)) in enumerate(zip(pieces, spans), start=1):
         parts.append(replace(
             unit, name=f"{unit.name} [part {k}/{n}]", qualname=f"{unit.qualname}[part {k}/{n}]", kind="part",
-            start_line=unit.start_line + offset, end_line=unit.start_line + offset + max(lines, 1) - 1,
-            code=text, existing_doc="", calls=[], params=[], raises=[], part_of=unit.uid, parts=[],
+            start_line=first, end_line=last,
+            code=text, key_code="", existing_doc="", calls=[], params=[], raises=[], part_of=unit.uid, parts=[],
             parent=unit.qualname, prompt_code="",
         ))
     unit.parts = [p.uid for p in parts]
-    note = (f"\n# ... {unit.end_line - unit.start_line + 1} lines in all; the rest was documented in {n} parts"
+    note = (f"\n# ... {code.count(chr(10)) + 1} lines in all; the rest was documented in {n} parts"
             " (summaries in the context)\n")
     head_budget = budget_tokens // 2
     while True:  # the head prompt must fit too
-        head = _split_lines(unit.code, head_budget, chars_per_token, starts)[0][1]
+        head = _split_lines(code, head_budget, chars_per_token, starts)[0][1]
         unit.prompt_code = head.rstrip("\n") + note
         if fits(unit) or head_budget <= 16:
             break

@@ -48,9 +48,18 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
 
 
 def load_hf_config(path: Path, trust_remote_code: bool = False):
+    """The checkpoint's config, its sizes checked first (model_check: a broken config.json is a
+    clear ModelLoadError, not a ZeroDivisionError inside transformers)."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    from .model_check import ModelLoadError, check_config_file
+
+    check_config_file(path)
+    try:
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise ModelLoadError(f"{Path(path) / 'config.json'} is not a config transformers can read "
+                             f"({type(e).__name__}: {e})") from e
 
 
 def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:

@@ -1,8 +1,13 @@
-"""Tokenizer + chat template + EOS ids of a checkpoint, through transformers' AutoTokenizer."""
+"""Tokenizer + chat template + EOS ids of a checkpoint, through transformers' AutoTokenizer.
+
+`encode(text)` is for raw completion prompts, where control-token text is meant as control
+tokens; chats go through `encode_chat(messages)`, which never lets message text become one."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from .chat_encode import encode_chat, render_chat
 
 
 class Tokenizer:
@@ -39,4 +44,11 @@ class Tokenizer:
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        """The prompt as text, for display. Do not `encode` it to run it: text in the messages
+        that looks like a control token (`<|im_end|>`) would become one; use `encode_chat`."""
+        return render_chat(self.hf, messages, add_generation_prompt)
+
+    def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """Prompt ids for a chat: special tokens only where the template puts them, message text
+        always encoded as plain text (app/engine/chat_encode.py)."""
+        return encode_chat(self.hf, messages, add_generation_prompt)

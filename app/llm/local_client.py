@@ -21,7 +21,7 @@ import torch
 
 from app.llm.model_source import resolve_model_dir
 from app.llm import prompts
-from app.llm.prompts import PROMPT_VERSION, render_prompt
+from app.llm.prompts import PROMPT_VERSION, prompt_ids
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
 QUANTIZATIONS = ("4bit", "8bit", "none")
@@ -118,6 +118,7 @@ class LocalDocGenerator:
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.model_id = str(model_id)
+        self.max_concurrency = 1  # one chunk at a time: docgen keeps its own queue short and in priority order
         self.quantization_requested = _normalize_quantization(quantization)
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
@@ -171,6 +172,13 @@ class LocalDocGenerator:
                 kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
             kwargs["device_map"] = {"": self.device.index or 0}
             self.notes.append(f"weights quantized by bitsandbytes ({self.quantization})")
+        from app.engine.loader import load_hf_config
+        from app.engine.model_check import check_checkpoint
+
+        # Config sizes and weight files checked before transformers allocates anything (clear
+        # errors for a broken config.json or a truncated download). Memory is not estimated here:
+        # bitsandbytes' footprint is its own.
+        check_checkpoint(self.model_path, load_hf_config(self.model_path, trust_remote_code))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
         if self.quantization == "none":
@@ -238,8 +246,8 @@ class LocalDocGenerator:
 
         if not chunk.code.strip():
             raise ValueError("the chunk has no code (empty or whitespace only)")
-        prompt = render_prompt(self.tokenizer, chunk)
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        # Ids, not text: code containing `<|im_end|>` & co. must not become control tokens.
+        ids = torch.tensor([prompt_ids(self.tokenizer, chunk)], dtype=torch.long)
         n_prompt = ids.shape[1]
         result.prompt_tokens = n_prompt
         if n_prompt >= self.max_seq_length:

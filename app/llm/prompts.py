@@ -104,34 +104,47 @@ def is_code_doc_template(tokenizer: Any) -> bool:
     return _DOC_GENERATION_MARKER in with_prompt[len(without):]
 
 
-def render_prompt(tokenizer: Any, chunk: ChunkLike) -> str:
-    """The full prompt text for one chunk, through the tokenizer's chat template.
-
-    Tokenize the result with `add_special_tokens=False`: the template already holds any BOS.
-    """
+def prompt_messages(tokenizer: Any, chunk: ChunkLike) -> list[dict[str, str]]:
+    """The messages sent for one chunk, in the form this tokenizer's chat template takes."""
     from jinja2.exceptions import TemplateError
 
     c = as_chunk(chunk)
     if is_code_doc_template(tokenizer):
-        return _apply(tokenizer, [{"role": CODE_ROLE, "content": c.code}])
+        return [{"role": CODE_ROLE, "content": c.code}]
     messages = build_messages(c)
     try:
-        text = _apply(tokenizer, messages)
-        if SYSTEM_PROMPT in text:
-            return text
+        if SYSTEM_PROMPT in _apply(tokenizer, messages):
+            return messages
         # Some templates drop system messages without an error; fold it in below instead.
     except TemplateError:
         pass  # e.g. "System role not supported" (Gemma, older Mistral templates)
-    folded = [{"role": "user", "content": SYSTEM_PROMPT + "\n\n" + messages[1]["content"]}]
-    return _apply(tokenizer, folded)
+    return [{"role": "user", "content": SYSTEM_PROMPT + "\n\n" + messages[1]["content"]}]
 
+
+def render_prompt(tokenizer: Any, chunk: ChunkLike) -> str:
+    """The full prompt text for one chunk, through the tokenizer's chat template (for display and
+    tests). To run it, use `prompt_ids`: encoding this text would turn control-token text in the
+    code (`<|im_end|>`, ...) into control tokens."""
+    return _apply(tokenizer, prompt_messages(tokenizer, chunk))
+
+
+def prompt_ids(tokenizer: Any, chunk: ChunkLike) -> list[int]:
+    """The prompt's token ids: special tokens only where the template puts them; the chunk's code,
+    path and context are always plain text (app/engine/chat_encode.py). For ordinary code these
+    are exactly the ids of encoding `render_prompt` (no BOS added: the template holds any)."""
+    from app.engine.chat_encode import encode_chat  # lazy: keeps torch out of `docgen estimate/check`
+
+    return encode_chat(tokenizer, prompt_messages(tokenizer, chunk))
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens of `text` alone, as the generators tokenize prompts (no added special tokens)."""
-    return len(tokenizer.encode(text, add_special_tokens=False))
+    """Tokens of `text` alone, as the generators tokenize a chunk's code (plain text: control-token
+    text counts as the ordinary tokens it is encoded as)."""
+    from app.engine.chat_encode import encode_text
+
+    return len(encode_text(tokenizer, text))
 
 
 def count_prompt_tokens(tokenizer: Any, chunk: ChunkLike) -> int:
-    """Tokens of the whole rendered prompt for `chunk` (system prompt, template and code)."""
-    return count_tokens(tokenizer, render_prompt(tokenizer, chunk))
+    """Tokens of the whole prompt for `chunk` (system prompt, template and code), as sent."""
+    return len(prompt_ids(tokenizer, chunk))

@@ -3,7 +3,8 @@ import ast
 
 import pytest
 
-from app.docgen.writers.docstrings import format_docstring, strip_docstrings, write_docstrings
+from app.docgen.writers.docstrings import strip_docstrings, write_docstrings
+from app.docgen.writers.pyliteral import format_docstring
 from tests.docgen.conftest import git_init, run_fake, write
 
 LIB = '''#!/usr/bin/env python
@@ -56,8 +57,9 @@ def test_write_only_changes_docstrings(tmp_path):
     for name in ("plain", "Box", "make", "run"):
         assert ast.get_docstring(fns[name]).startswith(f"Handles `{name}`")
     assert ast.get_docstring(tree).startswith("Module lib.py")
-    assert ast.get_docstring(fns["one_liner"]) is None  # body on the def line: skipped, with a reason
-    assert any(uid.endswith("one_liner") for uid, _ in rep.skipped)
+    assert ast.get_docstring(fns["one_liner"]).startswith("Handles `one_liner`")  # the def line was split
+    assert "\ndef one_liner():\n    \"\"\"Handles" in new and "\n    return 1\n" in new
+    assert not rep.skipped
     assert new.startswith("#!/usr/bin/env python\n# a comment before the code\n\"\"\"Module")
     assert rep.kept_human == 1
 
