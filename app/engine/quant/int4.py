@@ -85,14 +85,6 @@ def pick_group_size(in_features: int, preferred: int) -> int | None:
     return None
 
 
-def round_up_to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Round positive float32 values to `dtype`, never below the input (returned as float32)."""
-    if dtype == torch.float32:
-        return x
-    eps = torch.finfo(dtype).eps  # round-to-nearest moves a value by at most eps / 2 relative
-    return (x * (1.0 + eps)).to(dtype).float()
-
-
 def _levels(wg: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
     # wg (N, G, g); scale/zero (N, G, 1): nearest level given the (already rounded) parameters
     return (wg - zero).div_(scale).add_(8.0).round_().clamp_(0, 15)  # in place: one float temporary
