@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/quant_accuracy.py [--model ../shared/models/docstring-13m]
         [--source-dir DIR] [--n-prompts 16] [--new-tokens 32] [--device cpu] [--threads 1] [--json out.json]
 
-For each configuration (8bit, 4bit with/without HQQ, 4bit with fp32 kernel activations, fp8 weights)
-on the same prompts it reports:
+For each configuration (a plain round-to-nearest fake-quant in float32 as the baseline, 8bit, 4bit
+with/without HQQ, with the tied embedding / LM head in 8 bits (the CPU default) or dense, 4bit with
+fp32 kernel activations, fp8 weights) on the same prompts it reports:
 - greedy agreement (teacher-forced): the fraction of positions of the reference model's greedy
   continuation where the quantized model's argmax is the same token;
 - greedy prefix: the mean fraction of new tokens the quantized model's own greedy generation
@@ -98,10 +99,42 @@ def fp8_swap_cpu(model: nn.Module) -> dict:
     return {"quantized": names}
 
 
+@torch.no_grad()
+def rtn_fake_quant_(model: nn.Module, bits: int, group_size: int | None) -> dict:
+    """The plain round-to-nearest baseline, all in float32: each nn.Linear weight but the LM head is
+    quantized and dequantized back in place. 8 bits: symmetric per output channel, scale
+    max|w| / 127. 4 bits: asymmetric per group of `group_size` along K over the range [min, max]
+    widened to include 0, scale (max - min) / 15, integer zero point round(-min / scale), levels
+    clamped to 0..15. No rounding of scales to
+    bf16, no bf16 activations: what "at least plain RTN" is measured against."""
+    names = []
+    for name, mod in model.named_modules():
+        if type(mod) is not nn.Linear or name.endswith("lm_head"):
+            continue
+        w = mod.weight.float()
+        if bits == 8:
+            s = (w.abs().amax(dim=1, keepdim=True) / 127).clamp(min=1e-8)
+            dq = torch.clamp(torch.round(w / s), -127, 127) * s
+        else:
+            n, k = w.shape
+            wg = w.reshape(n, k // group_size, group_size)
+            lo, hi = wg.amin(-1, keepdim=True).clamp(max=0), wg.amax(-1, keepdim=True).clamp(min=0)
+            s = ((hi - lo) / 15).clamp(min=1e-8)
+            z = torch.round(-lo / s)
+            dq = ((torch.clamp(torch.round(wg / s) + z, 0, 15) - z) * s).reshape(n, k)
+        mod.weight.copy_(dq.to(mod.weight.dtype))
+        names.append(name)
+    return {"quantized": names}
+
+
 def configurations(device) -> list[tuple[str, object]]:
     out = [
+        ("RTN fake-quant fp32 8bit", ("rtn", 8, None)),
         ("8bit", QuantConfig(format="8bit")),
+        ("8bit, tied embedding dense", QuantConfig(format="8bit", tied_embedding="dense")),
+        ("RTN fake-quant fp32 4bit g128", ("rtn", 4, 128)),
         ("4bit g128", QuantConfig(format="4bit", group_size=128)),
+        ("4bit g128, tied embedding dense", QuantConfig(format="4bit", group_size=128, tied_embedding="dense")),
         ("4bit g128 hqq", QuantConfig(format="4bit", group_size=128, hqq=True)),
         ("4bit g64", QuantConfig(format="4bit", group_size=64)),
     ]
@@ -179,7 +212,12 @@ def main(argv=None):
     for label, cfg in configurations(device):
         model = copy.deepcopy(ref)
         t0 = time.perf_counter()
-        rep = fp8_swap_cpu(model) if cfg == "fp8-cpu" else quantize_model_(model, cfg)
+        if cfg == "fp8-cpu":
+            rep = fp8_swap_cpu(model)
+        elif isinstance(cfg, tuple):
+            rep = rtn_fake_quant_(model, cfg[1], cfg[2])
+        else:
+            rep = quantize_model_(model, cfg)
         secs = time.perf_counter() - t0
         rows[label] = evaluate(model, ref, samples, a.new_tokens)
         rows[label].update(quantized_layers=len(rep["quantized"]), quantize_s=secs,

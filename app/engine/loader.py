@@ -5,10 +5,11 @@ need `allow_pickle=True`. `trust_remote_code` is never implied.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -84,17 +85,35 @@ def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:
 
 
 def iter_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every tensor of every file, read lazily one at a time."""
-    from safetensors import safe_open
+    """(name, tensor) for every tensor of every file, read lazily one at a time.
+
+    Safetensors tensors are zero-copy views into a memory map; a tensor's pages are dropped from
+    RSS when the next one is asked for (the consumer has copied it by then; a view it kept stays
+    valid and faults back in from the file if touched again)."""
+    for name, tensor, release in iter_mapped_weights(files):
+        yield name, tensor
+        release()
+
+
+def iter_mapped_weights(files: list[Path]) -> Iterator[tuple[str, torch.Tensor, Callable[[], None]]]:
+    """(name, tensor view, release) per tensor: call release() once done with the tensor to drop
+    its file pages from RSS (streaming quantization keeps RSS near the quantized model's size);
+    release(lo, hi) drops only the pages within bytes [lo, hi) of the tensor."""
+    from .mapped_safetensors import MappedSafetensors
 
     for f in files:
         if f.suffix == ".bin":
             state = torch.load(f, map_location="cpu", weights_only=True)
-            yield from state.items()
+            for name in list(state):
+                yield name, state.pop(name), _noop
             continue
-        with safe_open(str(f), framework="pt") as fh:
-            for name in fh.keys():
-                yield name, fh.get_tensor(name)
+        mf = MappedSafetensors(f)
+        for name in mf.keys():
+            yield name, mf.tensor(name), functools.partial(mf.release, name)
+
+
+def _noop(lo: int | None = None, hi: int | None = None) -> None:
+    pass
 
 
 # Bytes of tensor data sampled per file for the fingerprint: SAMPLE_COUNT windows of SAMPLE_BYTES

@@ -65,7 +65,7 @@ def estimate_memory(cfg, hf_config, device: torch.device, dtype: torch.dtype, st
     """Bytes the engine will allocate for this config (see setup.build_engine_parts)."""
     from .kv_cache_spec import resolve_kv_dtype
     from .models.registry import has_native_implementation
-    from .setup import CPU_KV_CAP_BYTES
+    from .cpu_kv import CPU_KV_CAP_BYTES
 
     c = text_config(hf_config)
     n_config = config_params(hf_config)

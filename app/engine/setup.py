@@ -5,16 +5,20 @@ checkpoint and sizing the KV pool, so the model code never knows about them.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .attention.backend import load_backend
 from .config import EngineConfig
+from .cpu_kv import cpu_kv_budget, cpu_kv_dtype
 from .errors import UnsupportedFeature
+from .load_meter import LoadMeter
 from .kv_cache_spec import KVCacheSpec, as_kv_spec, calibrated, kv_cache_spec
 from .memory_budget import KvPlan, draft_footprint, plan_kv_blocks, read_cuda_memory, usable_bytes
 from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
@@ -27,7 +31,6 @@ from .tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CPU_KV_CAP_BYTES = 2 << 30  # default KV budget on the CPU when none is given
 
 
 @dataclass
@@ -62,6 +65,29 @@ def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:
     return cfg if cfg in (torch.bfloat16, torch.float16) else torch.bfloat16
 
 
+class _MetaParams(TorchFunctionMode):
+    """Model construction with every torch.empty (how nn.Linear / nn.Embedding allocate their
+    weights) on the meta device, and torch.nn.init's initialisers skipped on meta tensors; all else
+    (rotary tables, norm weights) is computed for real on the device of the enclosing context.
+    Unlike `with torch.device("meta")`, the rotary maths does not run on meta, where Python
+    decompositions import sympy and friends on first use (+170 MB resident for the rest of the
+    process). A torch-function mode is per thread: other threads are unaffected."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs = {**kwargs, "device": "meta"}
+        elif func in _INITIALISERS:
+            t = args[0] if args else kwargs["tensor"]
+            if t.is_meta:
+                return t
+        return func(*args, **kwargs)
+
+
+_INITIALISERS = {getattr(torch.nn.init, n) for n in dir(torch.nn.init)
+                 if n.endswith("_") and not n.startswith("_") and callable(getattr(torch.nn.init, n))}
+
+
 def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions: int):
     files = weight_files(path, cfg.allow_pickle)
     prequant = prequantized_spec(hf_config, quantization=cfg.quantization, lora_path=cfg.lora_path)
@@ -69,7 +95,7 @@ def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions
     torch.set_default_dtype(dtype)
     try:
         # AWQ/GPTQ: build on meta so quantized projections never get dense weights (quant/prequantized.py)
-        with torch.device("meta" if prequant else device):
+        with torch.device(device), (_MetaParams() if prequant else contextlib.nullcontext()):
             model = build_native_model(hf_config, max_positions)
     finally:
         torch.set_default_dtype(prev)
@@ -91,6 +117,33 @@ def build_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions
     return model.eval(), files
 
 
+def build_streamed_quantized_model(cfg: EngineConfig, path, hf_config, device, dtype, max_positions: int):
+    """Quantized load without a full-precision copy (quant/stream.py): meta build, then each layer
+    quantized as its tensors stream in from the memory-mapped checkpoint (or mapped from the cache).
+    -> (model, files, quantization report)."""
+    from .loader import checkpoint_fingerprint, iter_mapped_weights
+    from .quant import QuantConfig
+    from .quant.stream import load_streaming
+
+    files = weight_files(path, cfg.allow_pickle)
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device), _MetaParams():
+            model = build_native_model(hf_config, max_positions)
+    finally:
+        torch.set_default_dtype(prev)
+    # The key covers everything the quantized tensors depend on: checkpoint and dtype.
+    key = f"{checkpoint_fingerprint(files)}-{str(dtype).replace('torch.', '')}"
+    loaded, report = load_streaming(model, iter_mapped_weights(files), QuantConfig(format=cfg.quantization), device,
+                                    hf_config, cache_dir=_quant_cache_dir(cfg), cache_key=key)
+    missing = model.expected_weights() - loaded
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks weights: {sorted(missing)[:6]}...")
+    model.model.rotary.float()  # keep the cos/sin table in fp32 whatever the model dtype
+    return model.eval(), files, report
+
+
 def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     path = resolve_model_path(cfg.model)
     hf_config = load_hf_config(path, cfg.trust_remote_code)
@@ -110,14 +163,23 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     if sliding and getattr(hf_config, "use_sliding_window", True) and sliding < max_model_len:
         log.warning("model uses sliding-window attention (%d); capping max_model_len to it", sliding)
         max_model_len = sliding
-    model, files = build_model(cfg, path, hf_config, device, dtype, max_pos)
+    load = LoadMeter()
     report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
                     "backend": "native"}
+    streamed = _streams_quantization(cfg, prequant)
+    if streamed:
+        try:
+            model, files, report["quantization"] = build_streamed_quantized_model(cfg, path, hf_config, device,
+                                                                                  dtype, max_pos)
+        except Exception as e:  # noqa: BLE001 - reported by name; the half-built model is never usable
+            _optional_failed(cfg, report, "quantization", e, intact=False)
+    else:
+        model, files = build_model(cfg, path, hf_config, device, dtype, max_pos)
     if prequant:
         from .quant.prequantized import prequantized_report
 
         report["quantization"] = prequantized_report(prequant, model)
-    elif cfg.quantization:
+    elif cfg.quantization and not streamed:  # LoRA: merged dense, then quantized
         from .quant import QuantConfig, quantize_model_
 
         from .loader import checkpoint_fingerprint
@@ -130,12 +192,16 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
                 model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
         except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
             _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
+    report["load"] = load.done(model)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     backend = _backend_name(cfg, device)
     runner.set_backend(load_backend(backend))
     report["attention_backend"] = backend
     try:  # fp8: scales fixed now (calibration prompt or scales file), before any request runs
-        kv_spec = calibrated(kv_cache_spec(cfg, dtype), runner, tok, max_model_len)
+        spec = kv_cache_spec(cfg, dtype)
+        if device.type == "cpu" and not spec.is_fp8:  # bf16 where the CPU has it and the weights are quantized
+            spec = KVCacheSpec(cpu_kv_dtype(dtype, bool(cfg.quantization)))
+        kv_spec = calibrated(spec, runner, tok, max_model_len)
         num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_spec, device, max_model_len, report)
     except ValueError:
         raise  # no memory for any KV pool, or a bad scales file: not something to turn off silently
@@ -153,6 +219,12 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         report["compile"] = compile_model_(model, device)
     report["cuda_graphs"] = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
+
+
+def _streams_quantization(cfg: EngineConfig, prequant) -> bool:
+    """Quantize while reading (quant/stream.py)? Not for pre-quantized checkpoints, and not with
+    LoRA adapters (the merge needs each dense weight first: dense load, merge, then quantize)."""
+    return bool(cfg.quantization) and not prequant and not cfg.lora_path
 
 
 def _optional_failed(cfg: EngineConfig, report: dict, feature: str, exc: BaseException, intact: bool) -> None:
@@ -232,7 +304,7 @@ def plan_kv_pool(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_m
         if cfg.kv_cache_memory_gb is not None:
             budget = int(cfg.kv_cache_memory_gb * (1 << 30))
         else:
-            budget = min(CPU_KV_CAP_BYTES, cfg.max_num_seqs * max_model_len * per_block // cfg.block_size + per_block)
+            budget = cpu_kv_budget(cfg, per_block, max_model_len)
         n = budget // per_block
         plan = KvPlan(n, min(n, d_max) if draft else 0, budget)
     if plan.num_blocks < 1 or (draft and plan.draft_blocks < 1):

@@ -23,8 +23,9 @@ def ckpt(tiny_checkpoint):
 def loads(monkeypatch):
     """Counts how often checkpoint weights are read."""
     n = []
-    real = setup.build_model
-    monkeypatch.setattr(setup, "build_model", lambda *a, **k: (n.append(1), real(*a, **k))[1])
+    for name in ("build_model", "build_streamed_quantized_model"):  # dense / quantize-while-reading
+        real = getattr(setup, name)
+        monkeypatch.setattr(setup, name, lambda *a, _real=real, **k: (n.append(1), _real(*a, **k))[1])
     return n
 
 
@@ -63,6 +64,32 @@ def test_fp8_kv_pool_failure_keeps_the_weights(ckpt, loads, monkeypatch):
     assert llm.generate([[5, 6, 7]])[0].token_ids
 
 
+def test_streamed_quantization_failure_costs_one_reload(ckpt, loads, monkeypatch):
+    """Quantizing while reading leaves no usable model when it fails: it is named even when optional,
+    and the generator turns quantization off and loads again, once."""
+    import app.engine.quant.stream as stream
+    from app.llm.local_client_optimized import create_optimized_local_generator
+
+    def broken(*a, **k):
+        raise RuntimeError("int8 kernel exploded")
+
+    monkeypatch.setattr(stream, "load_streaming", broken)
+    with pytest.raises(UnsupportedFeature) as err:
+        LLM(ckpt, quantization="8bit", optional_features=("quantization",), **KW)
+    assert err.value.feature == "quantization" and "exploded" in err.value.reason
+    loads.clear()
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        g = create_optimized_local_generator(ckpt, quantization="8bit", use_flash_attention=False, device="cpu",
+                                             max_new_tokens=3, max_seq_length=2048)
+    try:
+        assert (g.reloads, len(loads)) == (1, 2)
+        assert g.report()["optimizations"]["quantization"]["active"] is False
+        assert g.generate_batch(["def f():\n    return 1\n"])[0].ok
+    finally:
+        g.close()
+
+
 @pytest.mark.parametrize("spoiled", [False, True])
 def test_quantization_failure_in_place_or_one_reload(ckpt, loads, monkeypatch, spoiled):
     """Before any layer was swapped the engine goes on unquantized; after, the weights are mixed, so
@@ -74,6 +101,7 @@ def test_quantization_failure_in_place_or_one_reload(ckpt, loads, monkeypatch, s
 
     monkeypatch.setattr(quant, "quantize_model_", broken)
     monkeypatch.setattr(setup, "_any_quantized", lambda model: spoiled)
+    monkeypatch.setattr(setup, "_streams_quantization", lambda cfg, prequant: False)  # the in-place swap (LoRA)
     with pytest.raises(UnsupportedFeature) as err:
         LLM(ckpt, quantization="8bit", optional_features=("quantization",) if spoiled else (), **KW)
     assert err.value.feature == "quantization"

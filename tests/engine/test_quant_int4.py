@@ -38,11 +38,33 @@ def test_quantize_dequantize_error_bound(g):
     deq = qw.dequantize()
     s = qw.scales.float().repeat_interleave(g, dim=1)
     z = qw.zeros.float().repeat_interleave(g, dim=1)
-    # per element: half a step, plus the bf16 rounding of the zero (eps/2 relative)
-    bound = 0.5 * s + z.abs() * 2.0**-8 + 1e-7
+    # per element: half a step, plus the bf16 rounding of the zero (eps/2 relative), plus what a
+    # scale rounded down leaves uncovered of the group's range (0 where the upper candidate won)
+    wg = w.reshape(64, -1, g)
+    span = wg.amax(-1).clamp(min=0) - wg.amin(-1).clamp(max=0)  # (N, G): the range, 0 included
+    short = (span - 15 * qw.scales.float()).clamp(min=0).repeat_interleave(g, dim=1)
+    bound = 0.5 * s + z.abs() * 2.0**-8 + short + 1e-7
     assert bool(((deq - w).abs() <= bound).all())
     # and on average far below the worst case
     assert (deq - w).abs().mean() < 0.3 * s.mean()
+
+
+def test_scale_search_never_worse_than_rounding_the_scale_up(monkeypatch):
+    """The kernels need bf16 scales: per group, the better of the bf16 scales below / above the
+    exact one is kept, so every group's squared error is at most that of always rounding up."""
+    from app.engine.quant import int4 as I4
+
+    w = _w(64, 512, seed=3)
+    both = quantize_int4(w, 64)
+    real = I4._scale_candidates
+    monkeypatch.setattr(I4, "_scale_candidates", lambda exact, dtype: real(exact, dtype)[1:])
+    up = quantize_int4(w, 64)
+
+    def group_err(qw):
+        return (qw.dequantize() - w).square().reshape(64, -1, 64).sum(-1)
+
+    assert bool((group_err(both) <= group_err(up) + 1e-9).all())
+    assert group_err(both).sum() < group_err(up).sum()  # and some groups do pick the lower scale
 
 
 def test_hqq_never_worse_than_rtn():
@@ -131,3 +153,18 @@ def test_wrong_device_input_is_refused():
     mod.kdevice = "cuda"  # as if packed for CUDA then moved: the layout would be wrong, so refuse
     with pytest.raises(ValueError, match="packed for cuda"):
         mod(torch.randn(2, 64))
+
+
+def test_cpu_packing_in_row_blocks_equals_packing_whole(monkeypatch):
+    """pack_for_device packs PACK_ROWS rows at a time (bounded int32 transient); the concatenated
+    blocks must be byte-identical to packing the whole matrix (tails of < 64 rows included)."""
+    from app.engine.quant import int4_kernels as K
+
+    if not K.cpu_layout_known():
+        pytest.skip("unknown CPU int4 layout: pack_for_device packs whole matrices")
+    g = torch.Generator().manual_seed(0)
+    for n, k in ((64 * 5 + 48, 64), (256 + 16, 128)):
+        q = torch.randint(0, 256, (n, k // 2), generator=g, dtype=torch.uint8)
+        whole = torch.ops.aten._convert_weight_to_int4pack_for_cpu(K.unpack_nibbles(q).to(torch.int32), 2)
+        monkeypatch.setattr(K, "PACK_ROWS", 128)
+        assert torch.equal(K.pack_for_device(q, torch.device("cpu")), whole)

@@ -61,7 +61,7 @@ def test_swap_plain_module_matches_dequantized_reference(fmt, dense_min_m):
     base = Tiny(tied=True)
     model = copy.deepcopy(base)
     rep = quantize_model_(model, QuantConfig(format=fmt, group_size=64, dense_min_m=dense_min_m,
-                                             cpu_compute_dtype="float32"))
+                                             cpu_compute_dtype="float32", tied_embedding="dense"))
     assert len(rep["quantized"]) == 8  # 4 projections x 2 layers
     assert "lm_head" in rep["skipped"] and "tied" in rep["skipped"]["lm_head"]
     assert type(model.lm_head) is nn.Linear
@@ -117,7 +117,8 @@ def hf_tiny():
 @pytest.mark.parametrize("fmt", ["4bit", "8bit"])
 def test_hf_qwen2_swap(hf_tiny, fmt):
     model = copy.deepcopy(hf_tiny)
-    rep = quantize_model_(model, QuantConfig(format=fmt, group_size=32, cpu_compute_dtype="float32"))
+    rep = quantize_model_(model, QuantConfig(format=fmt, group_size=32, cpu_compute_dtype="float32",
+                                             tied_embedding="dense"))
     assert len(rep["quantized"]) == 2 * 7  # q, k, v, o, gate, up, down
     assert "lm_head" in rep["skipped"]
     ref = _dequantized_copy(model, hf_tiny)

@@ -44,6 +44,7 @@ counters = {"appends": 0, "rebuilds": 0}  # for tests and profiling
 
 def reset() -> None:
     _mirrors.clear()
+    _last_plan[0] = None
 
 
 def paged_attention(
@@ -64,7 +65,10 @@ def paged_attention(
     if not meta.is_pure_decode:  # a few tokens per sequence (speculative verification)
         return _attend_rows(q, m, meta, scale)
     L = meta.max_seq_len
-    valid = torch.arange(L, device=q.device).unsqueeze(0) < meta.seq_lens.to(q.device).unsqueeze(1)
+    plan = _plan(meta)
+    if plan.valid is None:
+        plan.valid = torch.arange(L, device=q.device).unsqueeze(0) < meta.seq_lens.to(q.device).unsqueeze(1)
+    valid = plan.valid
     o = F.scaled_dot_product_attention(
         q.unsqueeze(2),  # (B, Hq, 1, D)
         m.k[:, :, :L],  # (B, Hkv, L, D): rows of D contiguous, as SDPA reads them without a copy
@@ -80,11 +84,14 @@ def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale) -> _
     key = id(k_cache)
     lens = meta.seq_lens_cpu
     m = _mirrors.get(key)
-    if m is not None and m.cache() is k_cache and _extends(m, meta):
+    plan = _plan(meta)
+    if m is not None and m.cache() is k_cache and plan.extends(m, meta):
         # Write this step's new tokens (already stored in the pool by store_kv) at their positions.
-        qlens = meta.query_lens_cpu
-        rows = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(qlens))
-        pos = torch.cat([torch.arange(n - q, n) for n, q in zip(lens, qlens)])
+        if plan.rows is None:
+            qlens = meta.query_lens_cpu
+            plan.rows = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(qlens))
+            plan.pos = torch.cat([torch.arange(n - q, n) for n, q in zip(lens, qlens)])
+        rows, pos = plan.rows, plan.pos
         slots = meta.slot_mapping
         m.k[rows, :, pos] = _read(k_cache, slots, q.dtype, k_scale)  # (B, Hkv, D)
         m.v[rows, :, pos] = _read(v_cache, slots, q.dtype, v_scale)
@@ -101,6 +108,34 @@ def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale) -> _
     v = _dense(v_cache, meta, cap, q.dtype, v_scale)
     m = _mirrors[key] = _Mirror(k_cache, k, v, list(lens), meta.block_tables)
     return m
+
+
+class _StepPlan:
+    """What every layer of one step computes alike from the step's metadata (the mask, the rows and
+    positions of the new tokens, whether the mirrors extend): computed by the first layer, reused
+    by the others (per-step bookkeeping was repeated num_layers times)."""
+
+    def __init__(self, meta: AttentionMetadata):
+        self.meta = weakref.ref(meta)
+        self.valid = self.rows = self.pos = None
+        self._extends: dict[tuple, bool] = {}
+
+    def extends(self, m: _Mirror, meta: AttentionMetadata) -> bool:
+        # every layer's mirror was last updated by the same step: same lens and tables object
+        key = (tuple(m.lens), id(m.tables), m.k.shape[2], m.block_size)
+        if key not in self._extends:
+            self._extends[key] = _extends(m, meta)
+        return self._extends[key]
+
+
+_last_plan: list[_StepPlan | None] = [None]
+
+
+def _plan(meta: AttentionMetadata) -> _StepPlan:
+    p = _last_plan[0]
+    if p is None or p.meta() is not meta:
+        p = _last_plan[0] = _StepPlan(meta)
+    return p
 
 
 def _extends(m: _Mirror, meta: AttentionMetadata) -> bool:

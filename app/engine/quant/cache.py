@@ -2,9 +2,12 @@
 
 The file name is a hash of (cache_key = the caller's checkpoint fingerprint, format, group size,
 HQQ settings, skip patterns, QUANT_CACHE_VERSION), so any change of those misses and re-quantizes;
-the same fields are stored in the header and compared again on read. Tensors are stored in the
-portable (device-independent) layout, `{module name}.{tensor}`; per-module info (format, group
-size, shape) is JSON in the header. Writes go to a temporary file renamed into place.
+the same fields are stored in the header and compared again on read. Tensors are stored as each
+module's own buffers in its device's kernel layout (state.py), `{module name}.{tensor}`, every one
+64-byte aligned (mapped_safetensors.write_aligned); per-module info (kind, group size, shape) is
+JSON in the header. A read maps the file and returns views into it (no copy: the model's
+quantized weights are then the file's pages). Writes go to a temporary file renamed into place,
+so a mapped file is never modified under a running engine.
 """
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from ..mapped_safetensors import MappedSafetensors, write_aligned
 
 
 def cache_identity(cache_key: str, fields: dict, skip: tuple[str, ...]) -> str:
+    """fields: QuantConfig.cache_fields() plus the device layout tag and the tied-embedding choice."""
     return json.dumps({"cache_key": cache_key, "skip": list(skip), **fields}, sort_keys=True)
 
 
@@ -29,34 +33,30 @@ def cache_path(cache_dir: str | os.PathLike, identity: str) -> Path:
 
 
 def read_cache(path: Path, identity: str) -> tuple[dict[str, dict[str, torch.Tensor]], dict] | None:
-    """-> ({module name: {tensor name: tensor}}, {module name: info}) or None if absent/stale."""
+    """-> ({module name: {tensor name: mapped view}}, {module name: info}) or None if absent/stale."""
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("identity") != identity:
-                return None
-            infos = json.loads(meta["modules"])
-            payloads: dict[str, dict[str, torch.Tensor]] = {name: {} for name in infos}
-            for key in f.keys():
-                mod, _, tname = key.rpartition(".")
-                # clone: own, aligned memory (views into the file can be misaligned for the kernels)
-                payloads[mod][tname] = f.get_tensor(key).clone()
+        f = MappedSafetensors(path)
+        if f.metadata.get("identity") != identity:
+            return None
+        infos = json.loads(f.metadata["modules"])
+        payloads: dict[str, dict[str, torch.Tensor]] = {name: {} for name in infos}
+        for key in f.keys():
+            mod, _, tname = key.rpartition(".")
+            payloads[mod][tname] = f.tensor(key)
     except Exception:  # a truncated or foreign file is a miss, not a crash
         return None
     return payloads, infos
 
 
 def write_cache(path: Path, identity: str, payloads: dict[str, dict[str, torch.Tensor]], infos: dict) -> None:
-    tensors = {
-        f"{mod}.{tname}": t.detach().to("cpu").contiguous() for mod, p in payloads.items() for tname, t in p.items()
-    }
+    tensors = {f"{mod}.{tname}": t for mod, p in payloads.items() for tname, t in p.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".quant-", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"identity": identity, "modules": json.dumps(infos)})
+        write_aligned(tmp, tensors, metadata={"identity": identity, "modules": json.dumps(infos)})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

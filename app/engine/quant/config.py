@@ -7,7 +7,7 @@ import torch
 
 FORMATS = ("8bit", "4bit", "fp8")
 # Bump when the on-disk quantized layout or the quantization math changes: old caches then miss.
-QUANT_CACHE_VERSION = 1
+QUANT_CACHE_VERSION = 2  # 2: device kernel layout stored (mapped at load), tied 8-bit embedding
 INT4_GROUP_SIZES = (256, 128, 64, 32)  # what torch's int4 tinygemm kernels accept
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -38,6 +38,7 @@ class QuantConfig:
     hqq_iters: int = 20
     dense_min_m: int | str | None = "auto"
     cpu_compute_dtype: str = "bfloat16"
+    tied_embedding: str = "auto"
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
@@ -54,6 +55,8 @@ class QuantConfig:
             raise ValueError(f"dense_min_m must be 'auto', None or an int >= 1, got {self.dense_min_m!r}")
         if self.cpu_compute_dtype not in _DTYPES:
             raise ValueError(f"cpu_compute_dtype must be one of {sorted(_DTYPES)}, got {self.cpu_compute_dtype!r}")
+        if self.tied_embedding not in ("auto", "8bit", "dense"):
+            raise ValueError(f"tied_embedding must be 'auto', '8bit' or 'dense', got {self.tied_embedding!r}")
         if self.hqq_iters < 1:
             raise ValueError(f"hqq_iters must be >= 1, got {self.hqq_iters}")
 

@@ -45,14 +45,22 @@ def scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor, dtype: torch.dty
     return torch.stack([scales, zeros], dim=-1).transpose(0, 1).contiguous().to(dtype)
 
 
+# CPU packing takes int32 levels (8x the packed size): pack this many rows at a time so the
+# transient stays small (a multiple of 64, the CPU layout's row block, so the parts concatenate).
+PACK_ROWS = 256
+
+
 def pack_for_device(qweight: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Portable nibbles (N, K/2) uint8 -> the kernel layout for `device`."""
     qweight = qweight.to(device).contiguous()
     k = qweight.shape[1] * 2
     if device.type == "cuda":
         return torch.ops.aten._convert_weight_to_int4pack(qweight, inner_k_tiles(k))
-    q = unpack_nibbles(qweight).to(torch.int32)
-    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, inner_k_tiles(k))
+    n = qweight.shape[0]
+    step = n if n <= PACK_ROWS or not cpu_layout_known() else PACK_ROWS  # row blocks only in a known layout
+    parts = [torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpack_nibbles(qweight[r:r + step]).to(torch.int32),
+                                                                 inner_k_tiles(k)) for r in range(0, n, step)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)  # (N, K/2) uint8, row blocks in order
 
 
 def int4_mm(x: torch.Tensor, packed: torch.Tensor, group_size: int, sz: torch.Tensor) -> torch.Tensor:

@@ -38,26 +38,50 @@ class Int4Linear(nn.Module):
     ) -> None:
         super().__init__()
         device = torch.device(device if device is not None else weights.qweight.device)
-        self.in_features = weights.in_features
-        self.out_features = weights.out_features
-        self.group_size = weights.group_size
-        self.dense_min_m = dense_min_m
-        problem = K.shape_problem(self.out_features, self.in_features, self.group_size, device)
+        problem = K.shape_problem(weights.out_features, weights.in_features, weights.group_size, device)
         if problem:
             raise ValueError(f"cannot build an int4 layer: {problem}")
-        self.kdtype = K.kernel_dtype(device, cpu_compute_dtype)
-        self.kdevice = device.type  # the packed layout below is only valid on this device type
-        self.register_buffer("packed", K.pack_for_device(weights.qweight, device))
+        kdtype = K.kernel_dtype(device, cpu_compute_dtype)
+        packed = K.pack_for_device(weights.qweight, device)
         # (K/g, N, 2): [..., 0] scale, [..., 1] zero
-        self.register_buffer(
-            "scales_and_zeros", K.scales_and_zeros(weights.scales.float(), weights.zeros.float(), self.kdtype).to(device)
-        )
+        sz = K.scales_and_zeros(weights.scales.float(), weights.zeros.float(), kdtype).to(device)
+        self._setup(packed, sz, weights.group_size, weights.out_features, weights.in_features, bias, device,
+                    dense_min_m, kdtype, portable=weights.qweight)
+
+    def _setup(self, packed, sz, group_size, n, k, bias, device, dense_min_m, kdtype, portable=None) -> None:
+        self.in_features, self.out_features, self.group_size = k, n, group_size
+        self.dense_min_m = dense_min_m
+        self.kdtype = kdtype
+        self.kdevice = device.type  # the packed layout below is only valid on this device type
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_and_zeros", sz)
         unpackable = device.type == "cpu" and K.cpu_layout_known()
         if device.type == "cpu" and not unpackable:
             warnings.warn("unknown CPU int4 layout in this torch: keeping a second (portable) weight copy")
         keep_portable = not unpackable and dense_min_m is not None
-        self.register_buffer("qweight", weights.qweight.to(device).contiguous() if keep_portable else None)
+        if keep_portable and portable is None:
+            raise ValueError("this int4 layer needs its portable nibbles (dense path on a layout we cannot unpack)")
+        self.register_buffer("qweight", portable.to(device).contiguous() if keep_portable else None)
         self.bias = nn.Parameter(bias.detach().to(device), requires_grad=False) if bias is not None else None
+
+    @classmethod
+    def from_packed(cls, packed: torch.Tensor, scales_and_zeros: torch.Tensor, group_size: int, out_features: int,
+                    in_features: int, bias: torch.Tensor | None = None, *, device, dense_min_m: int | None = None,
+                    cpu_compute_dtype: torch.dtype = torch.bfloat16,
+                    portable: torch.Tensor | None = None) -> "Int4Linear":
+        """From tensors already in this device's kernel layout (the quantized-weights cache maps them
+        from disk on CPU; no re-packing, no copy). `packed`/`scales_and_zeros` as the buffers of a
+        layer built on the same device type, torch version and kernel dtype."""
+        device = torch.device(device)
+        kdtype = K.kernel_dtype(device, cpu_compute_dtype)
+        if scales_and_zeros.dtype != kdtype or scales_and_zeros.shape != (in_features // group_size, out_features, 2):
+            raise ValueError(f"cached int4 scales {tuple(scales_and_zeros.shape)} {scales_and_zeros.dtype} do not fit "
+                             f"a {out_features}x{in_features} layer with group {group_size} in {kdtype}")
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._setup(packed.to(device), scales_and_zeros.to(device), group_size, out_features, in_features, bias,
+                    device, dense_min_m, kdtype, portable=portable)
+        return self
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128, *, hqq: bool = False, hqq_iters: int = 20,

@@ -80,7 +80,10 @@ def _materialize_params(mod: nn.Module, device, memo: dict) -> None:
     for pname, p in list(mod.named_parameters(recurse=False)):
         if p.is_meta:
             if id(p) not in memo:  # memo keeps the meta tensor alive so its id stays unique
-                memo[id(p)] = (p, nn.Parameter(torch.empty_like(p, device=device), requires_grad=p.requires_grad))
+                # torch.empty, not empty_like: empty_like of a meta tensor writes the new memory
+                # (all its pages resident before the checkpoint is even read)
+                fresh = torch.empty(p.shape, dtype=p.dtype, device=device)
+                memo[id(p)] = (p, nn.Parameter(fresh, requires_grad=p.requires_grad))
             setattr(mod, pname, memo[id(p)][1])
 
 
