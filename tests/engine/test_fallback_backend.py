@@ -11,6 +11,7 @@ import pytest
 from app.engine import LLM, SamplingParams
 
 from .oracle import hf_greedy, run_staggered, shared_prefix_prompts
+from .quant_reference import dequantized_twin, fp32_kernels
 
 MAX_NEW = 10
 
@@ -112,15 +113,22 @@ def test_draft_speculation_is_refused_with_a_clear_error(tiny_checkpoint):
              speculative_draft_model=str(tiny_checkpoint("tiny")))
 
 
-def test_quantization_swaps_the_transformers_linears(tiny_checkpoint):
+def test_quantization_swaps_the_transformers_linears(tiny_checkpoint, monkeypatch):
+    """Kernels in float32: the quantized fallback engine generates exactly what the dense fallback
+    engine holding its dequantized weights generates."""
     from app.engine.quant.int8 import Int8Linear
 
-    llm, _ = load(tiny_checkpoint("tiny-phi3"), quantization="8bit")
+    fp32_kernels(monkeypatch)
+    path = tiny_checkpoint("tiny-phi3")
+    llm, _ = load(path, quantization="8bit")
     q = llm.load_report["quantization"]
     assert q["quantized"] and all(".self_attn." in n or ".mlp." in n for n in q["quantized"])
     assert sum(isinstance(m, Int8Linear) for m in llm.runner.model.modules()) == len(q["quantized"])
-    outs = llm.generate(shared_prefix_prompts(n=2), SamplingParams(max_tokens=4))
-    assert all(o.error is None and len(o.token_ids) == 4 for o in outs)
+    prompts, sp = shared_prefix_prompts(n=2), SamplingParams(max_tokens=8, ignore_eos=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback warning, already checked above
+        ref = dequantized_twin(path, llm, block_size=4)
+    assert [o.token_ids for o in llm.generate(prompts, sp)] == [o.token_ids for o in ref.generate(prompts, sp)]
 
 
 def test_quantization_with_nothing_to_quantize_says_so(tiny_checkpoint):
