@@ -31,7 +31,8 @@ def check(path, llm, prompts, max_new=MAX_NEW):
     return outs
 
 
-@pytest.mark.parametrize("preset,arch", [("tiny-phi3", "Phi3ForCausalLM"), ("tiny-gpt2", "GPT2LMHeadModel")])
+@pytest.mark.parametrize("preset,arch", [("tiny-phi3", "Phi3ForCausalLM"),
+                                         pytest.param("tiny-gpt2", "GPT2LMHeadModel", marks=pytest.mark.slow)])
 def test_fallback_matches_transformers_and_says_what_runs(tiny_checkpoint, preset, arch):
     path = tiny_checkpoint(preset)
     llm, warned = load(path)
@@ -53,6 +54,7 @@ def test_native_architecture_reports_native(tiny_checkpoint):
     assert llm.backend == "native" and llm.load_report["backend"] == "native" and not warned
 
 
+@pytest.mark.slow
 def test_chunked_prefill_and_preemption(tiny_checkpoint):
     """A 7-token budget cuts prompts into chunks (Gemma 2's sliding window of 8 is crossed inside
     chunks); a 96-token KV budget forces preemption, i.e. dropping a dense cache and recomputing."""
@@ -72,6 +74,7 @@ def llm_kv_bytes_per_token(path) -> int:
     return 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * head_dim * 4  # fp32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_decode", [True, False])
 def test_requests_joining_mid_flight(tiny_checkpoint, batch_decode):
     """Continuous batching; the stacked decode (True) and one forward per sequence (False, the
@@ -87,6 +90,7 @@ def test_requests_joining_mid_flight(tiny_checkpoint, batch_decode):
     assert (llm.runner.batched_decodes > 0) == batch_decode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny-phi3", "tiny-gemma2"])
 def test_ngram_speculation_is_lossless_on_the_fallback(tiny_checkpoint, preset):
     """Rejected proposals are cropped off the dense cache (Gemma 2's sliding-window layers, past

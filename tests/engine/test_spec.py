@@ -51,14 +51,18 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def plain_runs(target):
-    """Greedy outputs and engine step counts without speculation, per setting (the reference)."""
-    prompts = repetitive_prompts()
-    runs = {}
-    for name, kw in SETTINGS.items():
-        llm = LLM(str(target), **kw)
-        runs[name] = ([o.token_ids for o in llm.generate(prompts, SamplingParams(max_tokens=MAX_NEW))],
-                      llm.stats["steps"])
-    return runs
+    """Greedy outputs and engine step counts without speculation, per setting (the reference),
+    computed on first use (the fast tier needs only one setting)."""
+    prompts, runs = repetitive_prompts(), {}
+
+    def run(name):
+        if name not in runs:
+            llm = LLM(str(target), **SETTINGS[name])
+            runs[name] = ([o.token_ids for o in llm.generate(prompts, SamplingParams(max_tokens=MAX_NEW))],
+                          llm.stats["steps"])
+        return runs[name]
+
+    return run
 
 
 def _spec_kwargs(method, target, other_draft):
@@ -68,11 +72,13 @@ def _spec_kwargs(method, target, other_draft):
     return dict(speculative_method="draft", speculative_draft_model=str(draft))
 
 
-@pytest.mark.parametrize("method,setting", [(m, s) for m in ("ngram", "draft_copy") for s in SETTINGS]
-                         + [("draft_other", "prefix_caching")])
+@pytest.mark.parametrize("method,setting", [
+    pytest.param(m, s, marks=[] if s == "prefix_caching" else pytest.mark.slow)
+    for m in ("ngram", "draft_copy") for s in SETTINGS] + [pytest.param("draft_other", "prefix_caching",
+                                                                         marks=pytest.mark.slow)])
 def test_greedy_speculation_equals_plain_greedy(target, other_draft, plain_runs, method, setting):
     prompts = repetitive_prompts()
-    plain_outputs, plain_steps = plain_runs[setting]
+    plain_outputs, plain_steps = plain_runs(setting)
     llm = LLM(str(target), **SETTINGS[setting], **_spec_kwargs(method, target, other_draft),
               speculative_max_batch_size=ALWAYS)
     outs = llm.generate(prompts, SamplingParams(max_tokens=MAX_NEW))
@@ -95,7 +101,7 @@ def test_greedy_speculation_equals_plain_greedy(target, other_draft, plain_runs,
         assert st["steps"] > MAX_NEW + 10
 
 
-@pytest.mark.parametrize("method", ["ngram", "draft_other"])  # both reject proposals now and then
+@pytest.mark.parametrize("method", ["ngram", pytest.param("draft_other", marks=pytest.mark.slow)])  # both reject
 def test_prefix_cache_over_speculated_blocks_holds_the_right_kv(target, other_draft, method):
     """Blocks filled while proposals were verified (and rejected ones overwritten) are registered
     in the prefix cache; a later prompt that continues an output reuses them and must still
@@ -188,7 +194,8 @@ def self_prompt(target):
     return start + out[0].token_ids
 
 
-@pytest.mark.parametrize("method", ["off", "ngram", "draft_copy", "draft_other"])
+@pytest.mark.parametrize("method", ["ngram"] + [pytest.param(m, marks=pytest.mark.slow)
+                                               for m in ("off", "draft_copy", "draft_other")])
 def test_sampled_tokens_follow_the_target_distribution(target, other_draft, self_prompt, method):
     """Temperature 1 + top-k 4 (an effective vocabulary of 4 tokens): the 2nd and 3rd generated
     tokens (the first ones speculation touches), grouped by the tokens before them, pass a

@@ -12,6 +12,8 @@ from app.engine.attention import triton_backend  # ours, imports no triton: an I
 
 from .oracle import shared_prefix_prompts
 
+pytestmark = pytest.mark.slow  # the Triton interpreter on the CPU; the full suite (CI, GPU) runs it
+
 if not triton_backend.is_available():
     pytest.skip("triton is not importable here", allow_module_level=True)
 

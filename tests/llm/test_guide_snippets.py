@@ -144,6 +144,7 @@ def test_integration_example(ckpt, monkeypatch):
         old.close()
 
 
+@pytest.mark.slow
 def test_benchmarking_command(ckpt, tmp_path, capsys):
     from app.llm import benchmark_local
 
