@@ -173,6 +173,7 @@ def test_hub_id_offline_gives_clear_error(monkeypatch):
     assert "someorg/some-model" in str(e.value)
 
 
+@pytest.mark.slow
 def test_stop_strings_with_speculation_cut_tokens_like_plain_decoding(tiny_checkpoint):
     """A draft equal to the target accepts every proposal, so several tokens arrive per step; the
     tokens after the one completing the stop string must still be dropped."""

@@ -59,6 +59,7 @@ def test_preemption_with_tiny_kv_pool(tiny_checkpoint):
     assert llm.stats["preemptions"] > 0
 
 
+@pytest.mark.slow
 def test_sharded_checkpoint(tiny_checkpoint):
     path = tiny_checkpoint("tiny-untied", max_shard_size="40KB")
     assert len(list(path.glob("*.safetensors"))) > 1

@@ -46,7 +46,8 @@ def test_quantized_engine_equals_dense_engine_with_dequantized_weights(tiny_chec
     assert got == [o.token_ids for o in ref.generate(PROMPTS, GREEDY)]
 
 
-@pytest.mark.parametrize("fmt", ["4bit", pytest.param("8bit", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["4bit", "8bit"])
 def test_default_bf16_kernels_agree_with_the_dequantized_reference(tiny_checkpoint, fmt):
     """The default CPU kernels take bfloat16 activations: teacher-forced next-token agreement with
     the dense fp32 engine holding the same dequantized weights (measured 0.95-0.98)."""
