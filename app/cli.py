@@ -6,11 +6,13 @@ Model libraries are imported only inside `docgen run` (and not at all with the t
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"
+DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-7B-Instruct"  # the example in messages; the default follows the hardware
+MODEL_HELP = ("hub id or local folder (default: chosen by hardware: Qwen2.5-Coder-7B-Instruct on a GPU with 12 GiB "
+              "or more, else Qwen2.5-Coder-1.5B-Instruct at 8 bits; or `model` in .docgen.toml / [tool.docgen])")
+SEQ_HELP = "context window in tokens (default: the model's own, up to 4096)"
 CHECK_EPILOG = """public API: Python names without a leading _ (and in __all__ when a module has one), Go
 capitalised names, Rust pub items, Java public/protected members, C/C++ non-static functions and
 public members, JavaScript/TypeScript exports. Only docs in the source count unless --include-generated.
@@ -26,22 +28,41 @@ def _add_common(p: argparse.ArgumentParser, many: bool = False) -> None:
         p.add_argument("path", help="folder (or file) of source code")
     p.add_argument("--languages", action="append",
                    help="only these languages, comma separated: python,javascript,typescript,go,rust,java,c,cpp")
-    p.add_argument("--exclude", action="append", default=[], help="glob of paths to skip (repeatable)")
+    p.add_argument("--exclude", action="append", default=[],
+                   help="glob of paths to skip, relative to PATH (repeatable; adds to `exclude` in the config file)")
     p.add_argument("--max-file-kb", type=int, default=1000, help="skip files larger than this (default 1000 kB)")
     p.add_argument("--store", help="results database (default PATH/.docgen/docgen.sqlite)")
 
 
+def _global_flags(p: argparse.ArgumentParser, default) -> None:
+    """Accepted before or after the subcommand (`docgen -q run .` and `docgen run . -q`)."""
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="print only errors")
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="print more detail")
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="print tracebacks and where warnings come from (for bug reports)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="docgen", description="Document a code repository with a local model.")
+    from app.cli_support import package_version
+
+    parser = argparse.ArgumentParser(prog="docgen", description="Document a code repository with a local model.",
+                                     epilog="Settings: .docgen.toml or [tool.docgen] in pyproject.toml "
+                                            "(include, exclude, out, model, languages); flags win.")
+    parser.add_argument("--version", action="version", version=f"docgen {package_version()}")
+    _global_flags(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_flags(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="generate documentation")
+    run = sub.add_parser("run", help="generate documentation", parents=[common])
     _add_common(run)
-    run.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local folder (default {DEFAULT_MODEL})")
+    run.add_argument("--model", help=MODEL_HELP + "; with --backend openai: the served model's name "
+                                          "(default: the first the server lists)")
     run.add_argument("--out", help="Markdown output folder (default PATH/docs)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write docstrings into Python sources")
-    mode.add_argument("--diff", action="store_true", help="print the docstring patch instead of writing it")
+    mode.add_argument("--diff", action="store_true",
+                      help="print the docstring patch to stdout instead of writing it (progress and report go to stderr)")
     run.add_argument("--force", action="store_true", help="with --write: also edit files with uncommitted changes")
     run.add_argument("--overwrite", action="store_true", help="with --write/--diff: replace existing docstrings")
     run.add_argument("--fast", action="store_true", help="skip dependency ordering: one wave, no callee context")
@@ -49,9 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse finished results from the store (default on)")
     run.add_argument("--retry", action=argparse.BooleanOptionalAction, default=True,
                      help="retry a chunk once when its doc fails the checks (default on)")
-    run.add_argument("--batch-size", type=int, default=64, help="chunks per submission (0: a whole wave at once)")
+    run.add_argument("--batch-size", type=int, default=0,
+                     help="at most this many chunks in flight at the generator (default 0: up to 1024; the "
+                          "engine's scheduler batches them)")
     run.add_argument("--plain", action="store_true", help="plain log lines instead of the live display")
-    run.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    remote = run.add_argument_group("OpenAI-compatible servers (--backend openai)")
+    remote.add_argument("--backend", choices=["local", "openai"], default="local",
+                        help="local: this process's engine (default); openai: one or more HTTP servers")
+    remote.add_argument("--base-url", action="append", default=[],
+                        help="server base URL ending in /v1 (repeat for several servers; least-loaded first)")
+    remote.add_argument("--api-key-env", help="environment variable holding the servers' API key")
+    remote.add_argument("--max-concurrency", type=int, default=16, help="requests in flight per server (default 16)")
+    remote.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    remote.add_argument("--max-retries", type=int, default=8,
+                        help="retries per chunk on connection errors, timeouts, 429 and 5xx (default 8)")
+    scale = run.add_argument_group("Ray (pip install '.[ray]')")
+    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run --replicas engine replicas as Ray actors: on a new local cluster, or the one at ADDRESS")
+    scale.add_argument("--replicas", type=int, default=1, help="with --ray: engine replicas (one GPU each, if any)")
     opt = run.add_argument_group("optimized generator (unset flags keep the generator's defaults)")
     opt.add_argument("--quantization", help="weights: none, 4bit, 8bit, ...")
     opt.add_argument("--max-batch-size", type=int)
@@ -61,22 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--kv-cache-quantization", action=argparse.BooleanOptionalAction, default=None)
     opt.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     opt.add_argument("--flash-attention", action=argparse.BooleanOptionalAction, default=None)
-    opt.add_argument("--max-seq-length", type=int, default=4096)
+    opt.add_argument("--max-seq-length", type=int, default=None, help=SEQ_HELP)
     opt.add_argument("--max-new-tokens", type=int, default=256)
     opt.add_argument("--temperature", type=float, default=0.0)
     # Testing only: a deterministic fake model, so the whole command runs without torch.
     run.add_argument("--generator", choices=["optimized", "fake"], default="optimized", help=argparse.SUPPRESS)
     run.add_argument("--fake-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     run.add_argument("--fake-log", help=argparse.SUPPRESS)
+    run.add_argument("--commit-every", type=int, default=32, help=argparse.SUPPRESS)  # group commit size (tests)
+    run.add_argument("--commit-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
 
-    est = sub.add_parser("estimate", help="count files, chunks and tokens, and estimate the time, before running")
+    est = sub.add_parser("estimate", parents=[common],
+                         help="the chunks `run` would make, what the store holds, and a time range, before running")
     _add_common(est)
-    est.add_argument("--model", default=DEFAULT_MODEL)
-    est.add_argument("--max-seq-length", type=int, default=4096)
+    est.add_argument("--model", help=MODEL_HELP)
+    est.add_argument("--max-seq-length", type=int, default=None, help=SEQ_HELP)
     est.add_argument("--max-new-tokens", type=int, default=256)
+    est.add_argument("--quantization", help="as for run (part of what identifies stored results)")
+    est.add_argument("--temperature", type=float, default=0.0)
+    est.add_argument("--fast", action="store_true", help="as for run: one wave, no callee context")
+    est.add_argument("--out", help="the output folder run would use (left out of the scan, as run does)")
+
+    srv = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API (needs the `serve` extra)")
+    from app.serve.__main__ import add_serve_args
+
+    add_serve_args(srv)
 
     chk = sub.add_parser("check", help="exit non-zero when public code lacks docs or docs are stale (for CI)",
-                         epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                         epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common])
     _add_common(chk, many=True)
     chk.add_argument("--include-tests", action="store_true", help="also check test files (left out by default)")
     chk.add_argument("--include-generated", action="store_true",
@@ -85,13 +133,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _walk_config(args):
+def _project_config(args):
+    from app.docgen.configfile import load_project_config
+
+    first = args.path if hasattr(args, "path") else args.paths[0]
+    return load_project_config(Path(first))
+
+
+def _walk_config(args, project=None):
     from app.docgen.languages import parse_languages
     from app.docgen.walker import WalkConfig
 
     if args.max_file_kb <= 0:
         raise ValueError("--max-file-kb must be positive")
-    return WalkConfig(exclude=args.exclude, languages=parse_languages(args.languages), max_bytes=args.max_file_kb * 1000)
+    languages = args.languages or ([",".join(project.languages)] if project and project.languages else None)
+    return WalkConfig(exclude=(project.exclude if project else []) + args.exclude,
+                      include=project.include if project else [],
+                      languages=parse_languages(languages), max_bytes=args.max_file_kb * 1000)
+
+
+def _resolve_model(args, project) -> str:
+    """Fill in --model (flag, then config file, then the hardware's default) and, for the CPU default,
+    8-bit weights; returns the line that names the model."""
+    from app.docgen.hardware import default_model, detect_hardware
+
+    args.hardware = detect_hardware()
+    if args.model:
+        return f"model: {args.model} (--model)"
+    if project.model:
+        args.model = project.model
+        return f"model: {args.model} (from {project.source.name})"
+    hw = args.hardware
+    choice = default_model(hw)
+    args.model = choice.model
+    if args.quantization is None and choice.quantization:
+        args.quantization = choice.quantization
+    return f"model: {args.model} ({choice.why}; --model to change)"
+
+
+def _model_id(model: str) -> str:
+    """The id a loaded generator reports (and stored results are keyed by)."""
+    local = Path(model).expanduser()
+    return str(local) if local.exists() or model.startswith((".", "/", "~")) else model
+
+
+def _sampling(args) -> dict:
+    """Settings that change the output, so they are part of every stored result's key."""
+    return {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
+            "quantization": args.quantization or "default",
+            "kv_cache_quantization": getattr(args, "kv_cache_quantization", None)}
 
 
 def _store_path(args) -> Path:
@@ -103,19 +193,67 @@ def _store_path(args) -> Path:
     return (p if p.is_dir() else file_base(p)) / ".docgen" / "docgen.sqlite"
 
 
-def _optimized_factory(args, log):
-    model = args.model
+def _openai_factory(args, log):
+    import os
+
+    if not args.base_url:
+        raise ValueError("--backend openai needs --base-url URL (e.g. http://127.0.0.1:8000/v1)")
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise ValueError(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    from app.llm.backends.openai_client import OpenAIBackendConfig, OpenAIDocGenerator
+
+    cfg = OpenAIBackendConfig(args.base_url, model=args.model, api_key=key, max_concurrency=args.max_concurrency,
+                              timeout=args.request_timeout, max_retries=args.max_retries,
+                              max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              max_seq_length=args.max_seq_length)
+
+    def make():
+        log(f"connecting to {', '.join(cfg.base_urls)}")
+        return OpenAIDocGenerator(cfg)
+
+    return make
+
+
+def _ray_factory(args, log):
+    model, kwargs = _generator_kwargs(args)
+    if Path(model).is_dir():
+        model = str(Path(model).resolve())  # the replicas' processes may start elsewhere
+
+    def make():
+        from app.llm.backends.ray_replicas import RayConfig, RayDocGenerator
+
+        log(f"starting {args.replicas} Ray replicas of {model} ({'local cluster' if args.ray == 'local' else args.ray})")
+        return RayDocGenerator(RayConfig(model, replicas=args.replicas, generator_kwargs=kwargs,
+                                         address=None if args.ray == "local" else args.ray))
+
+    return make
+
+
+def _generator_kwargs(args) -> tuple[str, dict]:
+    model = args.model or DEFAULT_MODEL
     local = Path(model).expanduser()
     looks_local = local.exists() or model.startswith((".", "/", "~"))
     if looks_local and not local.is_dir():
         raise ValueError(f"--model {model} is not a folder; pass a local model folder or a hub id such as {DEFAULT_MODEL}")
-    kwargs = {"max_seq_length": args.max_seq_length, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    kwargs = {"max_seq_length": args.window, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     for flag, name in [("quantization", "quantization"), ("max_batch_size", "max_batch_size"),
                        ("speculative", "enable_speculative_decoding"), ("draft_model", "draft_model_id"),
                        ("static_cache", "enable_static_cache"), ("kv_cache_quantization", "enable_kv_cache_quantization"),
                        ("compile", "enable_compilation"), ("flash_attention", "use_flash_attention")]:
         if getattr(args, flag) is not None:
             kwargs[name] = getattr(args, flag)
+    if args.flash_attention is None and getattr(args, "hardware", None) is not None and args.hardware.device == "cpu":
+        kwargs["use_flash_attention"] = False  # it needs CUDA: asking for it on a CPU only earns a warning per run
+
+    return (str(local) if looks_local else model), kwargs
+
+
+def _optimized_factory(args, log):
+    model, kwargs = _generator_kwargs(args)
+    looks_local = Path(model).is_dir()
 
     def make():
         log(f"loading {model}: importing torch and reading weights (compiling, if enabled, happens on the first batch)")
@@ -127,7 +265,7 @@ def _optimized_factory(args, log):
         from app.engine.model_check import ModelLoadError
 
         try:
-            return create_optimized_local_generator(str(local) if looks_local else model, **kwargs)
+            return create_optimized_local_generator(model, **kwargs)
         except ModelLoadError:
             raise  # already says what is wrong with the checkpoint and what to do
         except Exception as exc:  # any other load failure: one clear message (the traceback with --debug)
@@ -139,57 +277,137 @@ def _optimized_factory(args, log):
                 f"network run `huggingface-cli download {model}` (then copy the cache, or set HF_HOME to it), "
                 f"or pass a local folder: docgen run PATH --model /path/to/model") from exc
 
-    return make
+    from app.llm.types import GeneratorFactory
+
+    # The model id is declared up front: a rerun finds its stored results without loading the model.
+    return GeneratorFactory(model, make)
 
 
-def cmd_run(args, console) -> int:
+def cmd_run(args, console, verbosity) -> int:
+    import time
+
+    from app.cli_support import Verbosity, saved_results
     from app.docgen.fake_generator import FakeDocGenerator
-    from app.docgen.progress import PlainProgress, RichProgress
+    from app.docgen.hardware import context_window, model_config
+    from app.docgen.progress import Observer, PlainProgress, RichProgress
     from app.docgen.report import format_report
     from app.docgen.runner import RunOptions, run_docgen
 
-    sampling = {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
-                "quantization": args.quantization or "default", "kv_cache_quantization": args.kv_cache_quantization}
-    opts = RunOptions(path=Path(args.path), out=args.out, store=args.store, walk=_walk_config(args),
+    project = _project_config(args)
+    # With --diff, stdout carries only the patch: everything else goes to stderr.
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.diff else (lambda s: print(s, flush=True))
+    quiet = verbosity.level == Verbosity.QUIET
+    if args.generator == "fake":
+        args.model = args.model or "fake"
+        model_line = "model: fake (testing generator)"
+    elif args.backend == "openai":  # the server has the model: its name and window come from /v1/models
+        model_line = f"model: {args.model or 'the first the server lists'} at {', '.join(args.base_url) or '?'}"
+    else:
+        model_line = _resolve_model(args, project)
+    local = args.generator != "fake" and args.backend != "openai"
+    args.window = context_window(model_config(args.model), args.max_seq_length) if local \
+        else (args.max_seq_length or 4096)
+    if not quiet:
+        say(f"docgen: {model_line}")
+    opts = RunOptions(path=Path(args.path), out=args.out or project.out, store=args.store,
+                      walk=_walk_config(args, project),
                       write_mode="write" if args.write else "diff" if args.diff else None, force=args.force,
                       overwrite=args.overwrite, fast=args.fast, resume=args.resume, retry=args.retry,
-                      batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-                      max_new_tokens=args.max_new_tokens, sampling=sampling)
-    live = console.is_terminal and not args.plain
-    observer = RichProgress(console) if live else PlainProgress(print_fn=lambda s: print(s, flush=True))
+                      batch_size=args.batch_size, commit_every=args.commit_every,
+                      commit_seconds=args.commit_seconds, max_seq_length=args.window,
+                      max_new_tokens=args.max_new_tokens, sampling=_sampling(args))
+    live = console.is_terminal and not args.plain and not quiet
+    observer = Observer() if quiet else RichProgress(console) if live else PlainProgress(print_fn=say)
+    started = time.time()
     try:
+        if args.base_url and args.backend != "openai":
+            raise ValueError("--base-url is for --backend openai; add --backend openai")
         if args.generator == "fake":
-            def make():
-                return FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
-                                        max_seq_length=args.max_seq_length)
+            from app.llm.types import GeneratorFactory
+
+            make = GeneratorFactory("fake", lambda: FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
+                                                                     max_seq_length=args.window))
+        elif args.ray:
+            if args.backend == "openai":
+                raise ValueError("--ray runs engine replicas; it does not combine with --backend openai")
+            make = _ray_factory(args, observer.message)
+        elif args.backend == "openai":
+            make = _openai_factory(args, observer.message)
         else:
             make = _optimized_factory(args, observer.message)
         outcome = run_docgen(opts, make, observer)
+    except KeyboardInterrupt:
+        observer.finish()
+        n = saved_results(opts.store, started)
+        print(f"\ndocgen: interrupted; saved {n} results; rerun to resume", file=sys.stderr, flush=True)
+        return 130
     finally:
         observer.finish()
-    print(format_report(outcome.report), flush=True)
+    rep = outcome.report
+    if not quiet or rep.errors:
+        text = format_report(rep, max_flagged=10**9 if verbosity.level >= Verbosity.VERBOSE else 15)
+        (say if not quiet else (lambda s: print(s, file=sys.stderr)))(text)
+    if local and rep.generated:
+        _record_speed(args.model, rep)
     if outcome.docstrings is not None and args.diff:
-        print(outcome.docstrings.diff or "(no docstring changes)")
+        if outcome.docstrings.diff:
+            sys.stdout.write(outcome.docstrings.diff)
+            sys.stdout.flush()
+        elif not quiet:
+            say("(no docstring changes)")
     refused = outcome.docstrings is not None and outcome.docstrings.failed  # listed in the report's outputs
-    return 1 if outcome.report.errors or outcome.report.warnings or refused else 0
+    return 1 if rep.errors or rep.warnings or refused else 0
 
 
-def cmd_estimate(args) -> int:
+def _record_speed(model: str, rep) -> None:
+    from app.docgen.hardware import detect_hardware, model_size
+    from app.docgen.timing import record_rate
+
+    record_rate(detect_hardware(), model, model_size(model)[0], rep.generated, rep.generation_seconds,
+                rep.completion_tokens)
+
+
+def cmd_estimate(args, verbosity) -> int:
+    from app.cli_support import Verbosity
     from app.docgen.audit import estimate
-    from app.docgen.planner import PlanConfig, make_plan
-    from app.docgen.store import Store
+    from app.docgen.hardware import detect_hardware
+    from app.docgen.runner import prompt_version
+    from app.docgen.timing import format_seconds
 
-    plan = make_plan(args.path, PlanConfig(walk=_walk_config(args), max_seq_length=args.max_seq_length,
-                                           max_new_tokens=args.max_new_tokens))
-    store_path = _store_path(args)
-    store = Store(store_path) if store_path.exists() else None
-    device = "gpu" if shutil.which("nvidia-smi") else "cpu"
-    est = estimate(plan, args.max_new_tokens, args.model, store, device)
-    print(f"files: {est.files}  chunks: {est.chunks}  waves: {est.waves}")
-    print(f"tokens: ~{est.prompt_tokens} prompt, up to {est.new_tokens} generated")
-    print(f"estimated time: ~{est.seconds:.0f}s ({est.basis})")
-    if plan.walk.skipped:
-        print("skipped: " + "; ".join(f"{n} {r}" for r, n in sorted(plan.walk.skipped.items())))
+    project = _project_config(args)
+    quiet = verbosity.level == Verbosity.QUIET
+    model_line = _resolve_model(args, project)
+    if not quiet:
+        print(f"docgen: {model_line}")
+    walk = _walk_config(args, project)
+    root = Path(args.path).resolve()
+    base = root if root.is_dir() else root.parent
+    out = Path(args.out).resolve() if args.out else project.out or base / "docs"
+    walk.extra_skip_dirs.append(str(out))  # as run skips its output folder
+    hw = detect_hardware()
+    est = estimate(args.path, walk, args.model, _model_id(args.model), args.max_seq_length, args.max_new_tokens,
+                   _store_path(args), prompt_version(), _sampling(args), hw, fast=args.fast)
+    st = est.status
+    size = f"{est.params / 1e9:.2g}B parameters ({est.params_source})" if est.params else f"size {est.params_source}"
+    print(f"files: {est.files}  chunks: {est.chunks}  waves: {est.waves}  (window {est.window} tokens; "
+          f"chunk sizes {est.counted_with})")
+    maybe = (f"; {st.uncertain} more unless the summaries they use come out unchanged" if st.uncertain else "")
+    print(f"in the store already: {st.cached + st.uncertain} of {est.chunks}; to generate: {st.to_generate}{maybe}"
+          + (f" (+{st.twins} identical, generated once)" if st.twins else ""))
+    if st.to_generate:
+        print(f"tokens: ~{est.prompt_tokens} prompt, up to {est.new_tokens} generated")
+    if est.time is None:
+        print(f"time: unknown ({size}; no measurement on this machine; a first run measures it)")
+    elif st.at_most == 0:
+        print("time: nothing to generate (the results are all stored; the model is not needed)")
+    else:
+        print(f"estimated time: {format_seconds(est.time.low)} to {format_seconds(est.time.high)} generating, "
+              f"plus loading the model ({est.time.basis}; model: {size})")
+    if est.plan.walk.skipped:
+        print("skipped: " + "; ".join(f"{n} {r}" for r, n in sorted(est.plan.walk.skipped.items())))
+        if verbosity.level >= Verbosity.VERBOSE:
+            for rel, why in est.plan.walk.skipped_files:
+                print(f"  skipped {rel}: {why}")
     return 0
 
 
@@ -201,6 +419,7 @@ def cmd_check(args) -> int:
     from app.docgen.store import Store
 
     out = CheckOutcome()
+    project = _project_config(args)
     for raw in args.paths:
         path = Path(raw)
         if not path.exists():
@@ -211,7 +430,8 @@ def cmd_check(args) -> int:
         store_path = Path(args.store) if args.store else root / ".docgen" / "docgen.sqlite"
         store = Store(store_path) if args.include_generated and store_path.exists() else None
         try:
-            check_plan(make_plan(path, PlanConfig(walk=_walk_config(args))), prefix, out, store, args.include_tests)
+            check_plan(make_plan(path, PlanConfig(walk=_walk_config(args, project))), prefix, out, store,
+                       args.include_tests)
         finally:
             if store is not None:
                 store.close()
@@ -229,21 +449,46 @@ def cmd_check(args) -> int:
     return 0 if out.ok else 1
 
 
+def cmd_serve(args) -> int:
+    from app.serve.__main__ import config_from_args
+    from app.serve.server import serve_forever
+
+    cfg = config_from_args(args)  # refuses a non-loopback address without --api-key, before loading
+    print(f"docgen serve: loading {cfg.model}; then serving {cfg.name!r} at http://{cfg.host}:{cfg.port}/v1",
+          file=sys.stderr, flush=True)
+    serve_forever(cfg)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
+    from app.cli_support import Verbosity, install_warning_format, silence_broken_pipe
+
     args = build_parser().parse_args(argv)
+    verbosity = Verbosity(args.quiet, args.verbose, args.debug)
+    # An unset --max-seq-length already means "the model's window": no warning that it was capped.
+    hide = (r"^max_seq_length=\d+ exceeds",) if getattr(args, "max_seq_length", 0) is None else ()
+    install_warning_format(verbosity, hide)
     try:
         if args.command == "run":
-            return cmd_run(args, Console(stderr=False))
+            return cmd_run(args, Console(stderr=bool(args.diff)), verbosity)
         if args.command == "estimate":
-            return cmd_estimate(args)
+            return cmd_estimate(args, verbosity)
+        if args.command == "serve":
+            return cmd_serve(args)
         return cmd_check(args)
     except ValueError as exc:
-        if getattr(args, "debug", False):
+        if args.debug:
             raise
         print(f"docgen: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ndocgen: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing more to say
+        silence_broken_pipe()
+        return 141
 
 
 if __name__ == "__main__":

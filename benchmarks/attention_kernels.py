@@ -10,7 +10,8 @@ Shapes (Qwen2.5-Coder-7B attention): 28 query / 4 KV heads, head_dim 128, bf16, 
 - store_kv: 64 (decode) and 8192 (prefill) tokens.
 "SDPA" is F.scaled_dot_product_attention on dense, pre-gathered K/V already expanded to the query
 heads (prepared outside the timing): the best case for a non-paged kernel, not a drop-in backend.
-Every Triton row reports its max abs difference from torch_ref. Timings are medians of
+Every Triton row reports its max abs difference from torch_ref. Each section runs in a child process
+(benchmarks/isolate.py: a CUDA error costs only its section) and the JSON is rewritten after each. Timings are medians of
 triton.testing.do_bench (ms). Prints one table, writes JSON to --json. Needs a CUDA GPU, except
 with --tiny, which runs tiny shapes under the Triton interpreter on the CPU to check the script.
 """
@@ -32,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--json", help="write results to this path")
     p.add_argument("--tiny", action="store_true", help="tiny shapes; on a CPU-only machine uses the interpreter")
     p.add_argument("--no-sweep", action="store_true", help="skip the tile / num_splits sweeps")
+    p.add_argument("--timeout", type=float, default=140, help="seconds for all sections together")
+    p.add_argument("--phases", help=argparse.SUPPRESS)  # child process: comma-separated sections
+    p.add_argument("--phase-out", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -271,42 +275,83 @@ def print_table(rows):
             print(f"{'':<40}   ! {r['error']}")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+PHASES = ("store", "decode", "prefill")
+
+
+def run_phase(name: str, args) -> dict:
+    """One section in this (child) process: its rows; "failed" if any kernel row raised."""
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shp = SHAPES["tiny" if args.tiny else "full"]
+    b = Bench(torch, device, args.tiny)
+    with torch.inference_mode():
+        if name == "store":
+            bench_store(b, shp)
+        elif name == "decode":
+            bench_decode(b, shp, sweep=not args.no_sweep)
+        else:
+            bench_prefill(b, shp, sweep=not args.no_sweep)
+    errors = [f"{r['section']} / {r['name']}: {r['error']}" for r in b.rows if "error" in r]
+    return {"rows": b.rows, "status": "failed" if errors else "ok", "error": "; ".join(errors)[:2000] or None}
+
+
+def check_environment(args) -> int:
     import torch
 
     if not torch.cuda.is_available():
         if not args.tiny:
-            print("benchmarks/attention_kernels.py needs a CUDA GPU (none found); run it on the H100, or use "
+            print("benchmarks/attention_kernels.py needs a CUDA GPU (none found); run it on the GPU, or use "
                   "--tiny for a CPU dry run under the Triton interpreter.", file=sys.stderr)
             return 2
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported
     elif os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("unset TRITON_INTERPRET to benchmark compiled kernels on the GPU", file=sys.stderr)
         return 2
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if check_environment(args):
+        return 2
+    from benchmarks.isolate import child_main, run_isolated
+
+    if args.phases:  # child: run these sections here
+        return child_main(args.phases.split(","), args.phase_out, lambda n: run_phase(n, args))
+    import torch
     import triton
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shp = SHAPES["tiny" if args.tiny else "full"]
-    b = Bench(torch, device, args.tiny)
     t0 = time.time()
-    with torch.inference_mode():
-        bench_store(b, shp)
-        bench_decode(b, shp, sweep=not args.no_sweep)
-        bench_prefill(b, shp, sweep=not args.no_sweep)
-    print_table(b.rows)
     result = dict(
         benchmark="attention_kernels", date=datetime.datetime.now().isoformat(timespec="seconds"),
         command=" ".join([Path(sys.executable).name] + sys.argv),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (Triton interpreter)",
-        torch=torch.__version__, triton=triton.__version__, shapes=shp, wall_s=round(time.time() - t0, 1),
-        rows=b.rows,
+        torch=torch.__version__, triton=triton.__version__, shapes=SHAPES["tiny" if args.tiny else "full"],
+        phases={}, rows=[], errors=0,
     )
+
+    def on_phase(name, res):  # JSON after every section: a later crash keeps these rows
+        result["rows"] += res.pop("rows", [])
+        result["phases"][name] = res
+        result["errors"] = sum(r.get("status") != "ok" for r in result["phases"].values())
+        result["wall_s"] = round(time.time() - t0, 1)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+
+    cmd = [sys.executable, str(Path(__file__).resolve())] + (["--tiny"] if args.tiny else []) + \
+        (["--no-sweep"] if args.no_sweep else [])
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    run_isolated(cmd, list(PHASES), args.timeout, on_phase, env=env)
+    print_table(result["rows"])
+    for name, r in result["phases"].items():
+        if r.get("status") != "ok":
+            print(f"phase {name} FAILED: {r.get('error')}")
     print(f"\n{result['device']}  torch {result['torch']}  triton {result['triton']}  ({result['wall_s']} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.json}")
-    return 0
+    return 0 if result["errors"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -64,8 +64,26 @@ def requires_doc(u: SourceUnit) -> bool:
     return u.qualname != MODULE and u.is_public and u.exported and u.kind not in ("impl", "part")
 
 
+# Arguments a signature takes without naming them: Python *args/**kwargs (docs name the keywords),
+# C/C++ `...`. Java/Go/JS varargs have a name (`T... strategies`), so they stay checked.
+_PY_VARIADIC = re.compile(r"[(,]\s*\*{1,2}\s*[A-Za-z_]")
+_VARIADIC = re.compile(r"\.\.\.")
+_JS_ARGUMENTS = re.compile(r"\barguments\b")
+
+
+def takes_any_arguments(u: SourceUnit) -> bool:
+    """Whether the unit accepts arguments its parameter list does not name, so a doc may rightly
+    describe parameters the signature lacks (attrs `evolve(*args, **changes)`, express `req.accepts`
+    reading `arguments`)."""
+    if u.language == "python" and _PY_VARIADIC.search(u.signature or ""):
+        return True
+    if u.language in ("c", "cpp") and _VARIADIC.search(u.signature or ""):
+        return True
+    return u.language in ("javascript", "typescript", "tsx") and bool(_JS_ARGUMENTS.search(u.code))
+
+
 def _stale_params(u: SourceUnit) -> str:
-    if u.kind not in CALLABLE_KINDS or not u.existing_doc:
+    if u.kind not in CALLABLE_KINDS or not u.existing_doc or takes_any_arguments(u):
         return ""
     documented, _ = documented_params(u.existing_doc)
     actual = {p.lstrip("*&") for p in u.params}

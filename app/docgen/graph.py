@@ -66,9 +66,15 @@ def _resolve_python(callee: str, unit: SourceUnit, idx: _Index, imports: dict) -
     return None
 
 
+# Languages that can call each other's definitions by name (a Go `len(x)` is not a Rust `Match.len`).
+_FAMILY = {"javascript": "js", "typescript": "js", "tsx": "js", "c": "c", "cpp": "c"}
+
+
 def _resolve_by_name(callee: str, unit: SourceUnit, idx: _Index) -> list[str]:
     name = callee.split(".")[-1]
-    cands = [c for c in idx.by_name.get(name, []) if c != unit.uid]
+    family = _FAMILY.get(unit.language, unit.language)
+    cands = [c for c in idx.by_name.get(name, []) if c != unit.uid
+             and _FAMILY.get(idx.units[c].language, idx.units[c].language) == family]
     same_file = [c for c in cands if idx.units[c].path == unit.path]
     if same_file:
         return same_file

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import textwrap
 
 from app.docgen.langspec import FUNCTION_LIKE, NO_VALUE_TYPES, Spec
 
@@ -53,6 +54,10 @@ def _param_name(node, src: bytes) -> list[str]:
         return [text(node, src)]
     if node.type == "self_parameter":
         return ["self"]
+    if node.type == "spread_parameter":  # Java varargs `T... name`: the name is in the declarator, not the type
+        decl = next((c for c in node.named_children if c.type == "variable_declarator"), None)
+        if decl is not None:
+            return _param_name(decl, src)
     names = node.children_by_field_name("name")
     if names:
         return [text(n, src) for n in names]
@@ -181,11 +186,13 @@ def clean_comment(raw: str) -> str:
                 break
         if s.endswith("*/"):
             s = s[:-2]
-        s = s.strip()
-        if s.startswith("*"):
-            s = s[1:].strip()
+        s = s.rstrip()
+        if s.lstrip().startswith("*"):
+            s = s.lstrip()[1:]
         lines.append(s)
-    return "\n".join(lines).strip()
+    # Indentation past the comment markers is kept (relative to the least indented line): it marks
+    # code examples in JSDoc, Go and Rust doc comments.
+    return textwrap.dedent("\n".join(lines)).strip()
 
 
 def _python_docstring(block, src: bytes) -> str:

@@ -11,6 +11,7 @@ from typing import Callable
 from app.docgen import pyimports
 from app.docgen.checks import repository_identifiers
 from app.docgen.chunker import FileChunks, chunk_source
+from app.docgen.docbudget import fit_existing_doc
 from app.docgen.graph import Schedule, build_deps, schedule
 from app.docgen.parts import CHARS_PER_TOKEN, estimate_tokens, split_unit
 from app.docgen.units import SourceUnit
@@ -65,6 +66,7 @@ class Plan:
     known_identifiers: set[str]
     parse_error_files: list[str]
     by_uid: dict[str, SourceUnit] = field(default_factory=dict)
+    deps: dict[str, set[str]] = field(default_factory=dict)  # the dependency graph, even with --fast
     chars_per_token: float = CHARS_PER_TOKEN  # what the code budget was sized with
 
     def __post_init__(self) -> None:
@@ -89,10 +91,12 @@ def make_plan(root: str | Path, cfg: PlanConfig | None = None) -> Plan:
     for fc in files:
         for u in fc.units:
             units.append(u)
+            fit_existing_doc(u, cfg.code_budget, cfg.chars_per_token)
             units.extend(split_unit(u, cfg.code_budget, cfg.chars_per_token, fits=cfg.fits))
     deps = build_deps(units, py_imports)
     sched = schedule(units, deps, fast=cfg.fast)
     # File and folder names count as identifiers too: docs name modules (`shapes`, `test_cli`).
     known = repository_identifiers([f.text for f in walked.files] + [f.rel.replace("/", " ") for f in walked.files])
     return Plan(root=walked.root, walk=walked, files=files, units=units, schedule=sched, known_identifiers=known,
-                parse_error_files=[fc.path for fc in files if fc.parse_errors], chars_per_token=cfg.chars_per_token)
+                parse_error_files=[fc.path for fc in files if fc.parse_errors], chars_per_token=cfg.chars_per_token,
+                deps=deps)

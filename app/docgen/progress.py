@@ -24,6 +24,7 @@ class Observer:
         self.tokens = 0
         self.gen_seconds = 0.0
         self.generated = 0
+        self.in_flight = 0  # chunks at the generator now (set by the pipeline)
         self.activity = "starting"
         self.activity_since = time.monotonic()
         self.started = time.monotonic()
@@ -46,6 +47,7 @@ class Observer:
         self._set(f"{'retrying' if retry else 'generating'} a batch of {size} chunks")
 
     def batch_done(self, tokens: int, seconds: float) -> None:
+        """Called on every group commit: tokens generated so far and seconds spent generating."""
         self.tokens, self.gen_seconds = tokens, seconds
 
     def unit_done(self, uid: str, cached: bool, flags: list[dict], tokens: int = 0) -> None:
@@ -74,7 +76,8 @@ class Observer:
     def status_line(self) -> str:
         eta = self.eta_seconds()
         fails = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) or "none"
-        return (f"{self.done}/{self.total} chunks ({self.cached} reused) | {self.tokens_per_second():.1f} tok/s | "
+        return (f"{self.done}/{self.total} chunks ({self.cached} reused, {self.in_flight} in flight) | "
+                f"{self.tokens_per_second():.1f} tok/s | "
                 f"ETA {'?' if eta is None else f'{eta:.0f}s'} | flagged: {fails} | "
                 f"{self.activity} ({time.monotonic() - self.activity_since:.0f}s)")
 
@@ -124,7 +127,7 @@ class RichProgress(Observer):
 
         table = Table.grid(padding=(0, 1))
         table.add_row("chunks", ProgressBar(total=max(self.total, 1), completed=self.done, width=30),
-                      f"{self.done}/{self.total} ({self.cached} reused)  wave {self.wave_index}/{self.waves}")
+                      f"{self.done}/{self.total} ({self.cached} reused)  {self.in_flight} in flight")
         eta = self.eta_seconds()
         table.add_row("speed", f"{self.tokens_per_second():.1f} tok/s",
                       f"ETA {'estimating' if eta is None else f'{eta:.0f}s'}")

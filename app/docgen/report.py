@@ -21,7 +21,8 @@ class RunReport:
     errors: dict[str, str] = field(default_factory=dict)
     flagged: dict[str, list[str]] = field(default_factory=dict)  # uid -> failure messages
     flagged_by_cause: dict[str, int] = field(default_factory=dict)
-    completeness: float = 0.0  # share of chunks with a doc
+    empty: int = 0  # generations that came back blank: not documentation, counted apart (not flagged)
+    completeness: float = 0.0  # share of chunks with a non-empty doc
     truthfulness: float | None = None  # share of named identifiers that exist (None: none named)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -46,6 +47,9 @@ def build_report(plan: Plan, ex, wall_seconds: float) -> RunReport:
     for unit in plan.units:
         doc = ex.docs.get(unit.uid)
         if doc is None:
+            continue
+        if not (doc.text or "").strip():
+            rep.empty += 1
             continue
         chk = check_doc(unit, doc.text, doc.finish_reason, plan.known_identifiers)
         named += chk.named
@@ -72,10 +76,12 @@ def format_report(rep: RunReport, max_flagged: int = 15) -> str:
     lines.append(f"tokens: {rep.prompt_tokens} prompt, {rep.completion_tokens} generated ({tps:.1f} tok/s); "
                  f"time: {rep.wall_seconds:.1f}s total, {rep.generation_seconds:.1f}s generating")
     truth = "n/a (no identifiers named)" if rep.truthfulness is None else f"{rep.truthfulness:.1%}"
-    lines.append(f"completeness: {rep.completeness:.1%}; truthfulness (named identifiers that exist): {truth}")
+    empty = f" ({rep.empty} empty generations count as not documented)" if rep.empty else ""
+    lines.append(f"completeness: {rep.completeness:.1%}{empty}; truthfulness (named identifiers that exist): {truth}")
     if rep.flagged:
         causes = ", ".join(f"{c} {n}" for c, n in sorted(rep.flagged_by_cause.items()))
-        lines.append(f"flagged by checks: {len(rep.flagged)} chunks ({causes})")
+        documented = round(rep.completeness * rep.chunks)
+        lines.append(f"flagged by checks: {len(rep.flagged)} of the {documented} documented chunks ({causes})")
         for uid, msgs in list(rep.flagged.items())[:max_flagged]:
             lines.append(f"  {uid}: {msgs[0]}")
         if len(rep.flagged) > max_flagged:

@@ -1,4 +1,5 @@
-"""`docgen run` end to end: plan, load the generator, execute, write outputs, report.
+"""`docgen run` end to end: plan, look up stored results, load the generator only if something
+must be generated, execute, write outputs, report.
 
 The generator comes from a factory the caller passes, so this module never imports a model
 library itself (the CLI imports the optimized generator lazily; tests pass a fake).
@@ -6,12 +7,16 @@ library itself (the CLI imports the optimized generator lazily; tests pass a fak
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from app.docgen import outputs
+from app.docgen.countcache import RememberedCounts
+from app.docgen.generator_source import GeneratorSource
 from app.docgen.pipeline import RunConfig, execute
 from app.docgen.planner import PlanConfig, make_plan
 from app.docgen.progress import Observer
@@ -43,7 +48,9 @@ class RunOptions:
     fast: bool = False
     resume: bool = True
     retry: bool = True
-    batch_size: int = 64
+    batch_size: int = 0  # cap on chunks in flight (0: the pipeline's default)
+    commit_every: int = 32  # group commit: at most this many results ...
+    commit_seconds: float = 1.0  # ... or this many seconds between commits
     max_seq_length: int = 4096
     max_new_tokens: int = 256
     sampling: dict = field(default_factory=dict)
@@ -96,37 +103,53 @@ def run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], obs
 
 
 def _run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], observer: Observer) -> RunOutcome:
+    """`make_generator` is called only if some chunk has no stored result, provided it declares its
+    `model_id` (app.llm.types.GeneratorFactory); a plain callable is loaded up front."""
     t0 = time.perf_counter()
     observer.message(f"scanning {opts.path}")
     plan_cfg = PlanConfig(walk=opts.walk, max_seq_length=opts.max_seq_length, max_new_tokens=opts.max_new_tokens,
                           fast=opts.fast)
-    plan = make_plan(opts.path, plan_cfg)
-    if not plan.units:
-        observer.message("nothing to document")
-        ex = _empty_execution()
-        report = build_report(plan, ex, time.perf_counter() - t0)
-        outputs.review_sources(opts, plan, report)
-        return RunOutcome(report=report)
-    observer.message(f"{len(plan.files)} files, {len(plan.units)} chunks; loading the generator "
-                     "(a first load or compilation can take a minute)")
-    generator = make_generator()
+    declared = getattr(make_generator, "model_id", None)
+    sizing_key = _sizing_key(opts, declared)
+    sizing = _stored_sizing(opts.store, sizing_key) if declared is not None else None
+    shown = {"plan": ""}  # what the load message says about the plan, once there is one
+    source = GeneratorSource(make_generator, on_load=lambda: observer.message(
+        f"{shown['plan']}loading the generator (a first load or compilation can take a minute)"))
     try:
-        seq = int(getattr(generator, "max_seq_length", opts.max_seq_length) or opts.max_seq_length)
-        tuned = calibrate(replace(plan_cfg, max_seq_length=seq), plan, generator)
-        if tuned != plan_cfg:  # the model's real window and tokenizer decide which units need splitting
-            plan = make_plan(opts.path, tuned)
+        counts = None
+        if sizing:
+            remembered = sizing.pop("prompt_counts", None)
+            plan_cfg = replace(plan_cfg, **sizing)
+            if remembered is not None:  # exact counts of the first run: the same cuts, so the same keys
+                counts = RememberedCounts(remembered, lambda: _real_counter(opts, declared, sizing, source))
+                plan_cfg = replace(plan_cfg, count_prompt_tokens=counts)
+        plan = make_plan(opts.path, plan_cfg)
+        shown["plan"] = f"{len(plan.files)} files, {len(plan.units)} chunks; "
+        if not plan.units:
+            observer.message("nothing to document")
+            ex = _empty_execution()
+            report = build_report(plan, ex, time.perf_counter() - t0)
+            outputs.review_sources(opts, plan, report)
+            return RunOutcome(report=report)
         store = Store(opts.store)
         try:
-            cfg = RunConfig(model_id=str(generator.model_id), prompt_version=prompt_version(), sampling=opts.sampling,
-                            batch_size=opts.batch_size, resume=opts.resume, retry=opts.retry)
-            ex = asyncio.run(execute(plan, generator, store, cfg, observer))
+            if sizing is None:  # measured once per model and settings; this loads the generator
+                plan = _measure_sizing(opts, plan_cfg, plan, source, store, sizing_key)
+            elif counts is not None and counts.misses:  # new code was counted: remember it too
+                store.put_meta(sizing_key, {**sizing, "prompt_counts": counts.known})
+            cfg = RunConfig(model_id=source.model_id, prompt_version=prompt_version(), sampling=opts.sampling,
+                            batch_size=opts.batch_size, resume=opts.resume, retry=opts.retry,
+                            commit_every=opts.commit_every, commit_seconds=opts.commit_seconds)
+            ex = asyncio.run(execute(plan, source, store, cfg, observer))
             report = build_report(plan, ex, time.perf_counter() - t0)
             store.finish_run(ex.run_id, {"generated": ex.generated, "generation_seconds": ex.generation_seconds,
                                          "reused": ex.reused, "completion_tokens": ex.completion_tokens})
         finally:
             store.close()
     finally:
-        generator.close()
+        source.close()
+    if not source.loaded:
+        report.outputs.append("generator: not loaded (every chunk had a stored result)")
     observer.message("writing Markdown")
     outputs.review_sources(opts, plan, report)
     pages = outputs.write_pages(opts, plan, ex.docs, report).written
@@ -146,6 +169,58 @@ def _run_docgen(opts: RunOptions, make_generator: Callable[[], DocGenerator], ob
         report.outputs.extend(f"  not written {uid}: {why}" for uid, why in doc_rep.skipped)
     report.wall_seconds = time.perf_counter() - t0
     return RunOutcome(report=report, docstrings=doc_rep, pages=pages)
+
+
+def _sizing_key(opts: RunOptions, model_id: str | None) -> str:
+    name = json.dumps({"model_id": model_id, "max_seq_length": opts.max_seq_length,
+                       "max_new_tokens": opts.max_new_tokens, "fast": opts.fast}, sort_keys=True)
+    return "plan_sizing:" + hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+def _stored_sizing(store_path: Path, key: str) -> dict | None:
+    """The plan sizing an earlier run measured for this model and these settings (see
+    _measure_sizing), read before planning so the plan is built once and no model is loaded."""
+    if not Path(store_path).exists():
+        return None
+    store = Store(store_path)
+    try:
+        return store.get_meta(key)
+    finally:
+        store.close()
+
+
+def _measure_sizing(opts: RunOptions, plan_cfg: PlanConfig, plan, source: GeneratorSource, store: Store, key: str):
+    """The plan sized with the generator's window and tokenizer (calibrate), which loads the
+    generator. The sizing is stored per model and settings, so later runs plan, key and find
+    their results without loading the model."""
+    generator = source.load_now()
+    seq = int(getattr(generator, "max_seq_length", opts.max_seq_length) or opts.max_seq_length)
+    tuned = calibrate(replace(plan_cfg, max_seq_length=seq), plan, generator)
+    counts = None
+    if tuned.count_prompt_tokens is not None:  # record every exact count, for reruns (countcache.py)
+        real = tuned.count_prompt_tokens
+        counts = RememberedCounts({}, lambda: real)
+        tuned = replace(tuned, count_prompt_tokens=counts)
+    # The model's real window and tokenizer decide which units need splitting.
+    plan = make_plan(opts.path, tuned) if tuned != plan_cfg or counts is not None else plan
+    if source.declared_model_id is not None:
+        store.put_meta(key, {"max_seq_length": tuned.max_seq_length, "chars_per_token": tuned.chars_per_token,
+                             "prompt_overhead_tokens": tuned.prompt_overhead_tokens,
+                             **({"prompt_counts": counts.known} if counts is not None else {})})
+    return plan
+
+
+def _real_counter(opts: RunOptions, model_id: str, sizing: dict, source: GeneratorSource):
+    """The exact prompt counter for chunks the first run did not count: the model's tokenizer
+    files alone when they are here (no model load), else the generator itself."""
+    from app.docgen.tokencount import load_counter
+
+    counter, _ = load_counter(model_id, sizing.get("max_seq_length", opts.max_seq_length))
+    gen = counter if counter is not None else source.load_now()
+    count = getattr(gen, "count_prompt_tokens", None)
+    if not callable(count):
+        raise ValueError(f"the generator for {model_id} cannot count prompt tokens; rerun with --no-resume")
+    return count
 
 
 def _empty_execution():

@@ -2,8 +2,8 @@
 
 `results` holds one row per finished chunk, keyed by a content hash of everything that decides
 the output (normalized code, context, prompt version, model id, sampling settings). Each result
-is committed as soon as its batch finishes, so a killed run loses only what was in flight and a
-rerun skips every key already present. `units` maps each unit of the tree to the key documenting
+is committed in small groups as results stream in (app/docgen/commit.py), so a killed run loses
+at most the last group and a rerun skips every key already present. `units` maps each unit of the tree to the key documenting
 it (for `docgen check`); `generations` logs every model call, so "done once" can be verified.
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS pages(
     sha TEXT, updated REAL, PRIMARY KEY (out, page));
 CREATE TABLE IF NOT EXISTS files(
     path TEXT PRIMARY KEY, size INTEGER, updated REAL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -120,11 +121,13 @@ class Store:
             return None
         return StoredResult(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7], row[8])
 
-    def put_many(self, items: list[tuple[StoredResult, str, str, str, str]], run_id: str, replace: bool) -> None:
-        """Commit a finished batch atomically: (result, uid, path, qualname, code hash) per chunk.
+    def put_many(self, items: list[tuple[StoredResult, str, str, str, str]], run_id: str, replace: bool,
+                 links: list[tuple[str, str, str, str, str]] = ()) -> None:
+        """Commit a group atomically: (result, uid, path, qualname, code hash) per generated chunk, and
+        (uid, path, qualname, key, code hash) per unit that reused a result.
 
         Without `replace`, a key another run stored meanwhile (two runs on one store) keeps the first
-        result: same key, same inputs, so either is right, and the batch is never lost to a conflict."""
+        result: same key, same inputs, so either is right, and the group is never lost to a conflict."""
         now = time.time()
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self.db:
@@ -137,6 +140,8 @@ class Store:
                     self.db.execute("INSERT INTO generations(key, uid, run_id, attempt, created) VALUES (?,?,?,?,?)",
                                     (res.key, uid, run_id, attempt, now))
                 self._link(uid, path, qualname, res.key, chash, now)
+            for uid, path, qualname, key, chash in links:
+                self._link(uid, path, qualname, key, chash, now)
 
     def link_unit(self, uid: str, path: str, qualname: str, key: str, chash: str) -> None:
         with self.db:
@@ -199,6 +204,15 @@ class Store:
         with self.db:
             self.db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?)", [(p, n, now) for p, n in sizes.items()])
 
+    def get_meta(self, key: str) -> dict | None:
+        """A small JSON record the pipeline keeps between runs (e.g. the plan's sizing profile)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_meta(self, key: str, value: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, json.dumps(value, sort_keys=True)))
+
     def count(self, table: str) -> int:
-        assert table in ("results", "units", "generations", "runs", "pages", "files")
+        assert table in ("results", "units", "generations", "runs", "pages", "files", "meta")
         return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -32,6 +32,7 @@ class SourceUnit:
     part_of: str = ""  # uid of the whole unit when this is a part
     parts: list[str] = field(default_factory=list)  # uids of this unit's parts when it was split
     prompt_code: str = ""  # code shown to the model when it differs from `code` (a split unit's head)
+    prompt_doc: str = ""  # existing_doc as the prompt shows it when cut to a budget (docbudget.py)
     exported: bool = True  # public API by the language's rule (see exports.py); `docgen check` uses it
     key_code: str = ""  # `code` without docstrings/doc comments (see dockey); what cache keys hash
 
@@ -39,6 +40,11 @@ class SourceUnit:
     def stable_code(self) -> str:
         """The code its cache key and code hash are computed from: docgen's own docstrings never count."""
         return self.key_code or self.code
+
+    @property
+    def key_text(self) -> str:
+        """The code part of its result key: what the model is shown, docstrings left out."""
+        return self.prompt_code or self.stable_code
 
     @property
     def uid(self) -> str:
@@ -66,6 +72,6 @@ class SourceUnit:
             start_line=self.start_line,
             end_line=self.end_line,
             signature=self.signature,
-            existing_doc=self.existing_doc,
+            existing_doc=self.prompt_doc or self.existing_doc,
             context=context,
         )

@@ -51,7 +51,14 @@ class EngineConfig:
     kv_cache_dtype: str = "auto"
     lora_path: str | list[str] | None = None
     enable_compilation: bool = False
+    # Overlap the step loop: schedule and prepare step N+1 while step N runs on the device, and
+    # read step N's tokens back with one non-blocking copy. None = on for CUDA, off on the CPU
+    # (where the forward is synchronous and nothing can overlap); True forces it on the CPU too.
+    async_scheduling: bool | None = None
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    # Features turned off in place (load_report["disabled_features"]) instead of raising
+    # errors.UnsupportedFeature when they cannot be set up: see errors.FEATURES.
+    optional_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.quantization in ("none", "None", ""):
@@ -74,5 +81,13 @@ class EngineConfig:
             raise ValueError("attention_backend must be auto, torch_ref, torch_cpu or triton")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError("max_model_len must be >= 2")
+        if self.async_scheduling not in (None, True, False):
+            raise ValueError(f"async_scheduling must be None (auto), True or False, got {self.async_scheduling!r}")
         if isinstance(self.lora_path, str):
             self.lora_path = [self.lora_path]
+        from .errors import FEATURES
+
+        self.optional_features = tuple(self.optional_features)
+        unknown = sorted(set(self.optional_features) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"optional_features {unknown} are unknown; choose from {list(FEATURES)}")

@@ -94,8 +94,10 @@ class CudaGraphDecoder:
         self.block_tables[start:].zero_()
 
     @torch.inference_mode()
-    def run(self, ids, positions, slots, seq_lens, tables: list[list[int]]) -> torch.Tensor:
-        """One decode step for n sequences -> logits (n, vocab). Inputs are host lists."""
+    def run(self, ids, positions, slots, seq_lens, tables: list[list[int]], fills=None) -> torch.Tensor:
+        """One decode step for n sequences -> logits (n, vocab). Inputs are host lists.
+        `fills` = ([(row, pending row)], PendingTokens): rows of `ids` whose token is still on the
+        device (async scheduling); copied into the static buffer on the device."""
         n = len(ids)
         b = self.bucket_for(n)
         assert b is not None, "batch larger than the largest captured bucket"
@@ -107,13 +109,21 @@ class CudaGraphDecoder:
             bt[i, : len(t)] = torch.tensor(t, dtype=torch.int32)
         dev = self.device
         self._reset_inputs(n)
-        self.input_ids[:n].copy_(torch.tensor(ids), non_blocking=True)
-        self.positions[:n].copy_(torch.tensor(positions), non_blocking=True)
-        self.slot_mapping[:n].copy_(torch.tensor(slots), non_blocking=True)
-        self.seq_lens[:n].copy_(torch.tensor(seq_lens, dtype=torch.int32), non_blocking=True)
-        self.block_tables[:b, :width].copy_(bt.to(dev, non_blocking=True))
+        self.input_ids[:n].copy_(_staged(torch.tensor(ids), dev), non_blocking=True)
+        self.positions[:n].copy_(_staged(torch.tensor(positions), dev), non_blocking=True)
+        self.slot_mapping[:n].copy_(_staged(torch.tensor(slots), dev), non_blocking=True)
+        self.seq_lens[:n].copy_(_staged(torch.tensor(seq_lens, dtype=torch.int32), dev), non_blocking=True)
+        self.block_tables[:b, :width].copy_(_staged(bt, dev), non_blocking=True)
         self.block_tables[:b, width:].zero_()
+        if fills is not None:
+            rows, pending = fills
+            pending.fill(self.input_ids, rows)
         if not self.capture_enabled:
             return self._run(b)[:n]
         self.graphs[b].replay()
         return self.logits[b][:n]
+
+
+def _staged(cpu: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """Pinned on a CUDA device: a non-blocking copy from pageable memory would wait for the stream."""
+    return cpu.pin_memory() if dev.type == "cuda" else cpu

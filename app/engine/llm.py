@@ -5,22 +5,39 @@
 
 `add_request` / `step` / `has_unfinished` let callers (the doc generator's background thread)
 drive continuous batching themselves; `step()` returns the requests that finished in it.
+
+With async scheduling (EngineConfig.async_scheduling, on by default on CUDA) `step()` first
+schedules and launches step N+1, then waits for step N's tokens (the one host sync of the step)
+and applies them, so the host's scheduling and input preparation run while the device computes.
+A request therefore comes back from the step() call after the one that computed its last token.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Sequence as Seq
 
 import torch
 
 from .block_manager import BlockManager
 from .config import EngineConfig, SpeculativeConfig
+from .detokenizer import IncrementalDetokenizer
+from .errors import UnsupportedFeature
+from .inflight import PendingTokens, resolve_async_scheduling
 from .outputs import RequestOutput
+from .parallel_sampling import SampleGroups, child_params
 from .sampling_params import SamplingParams
-from .scheduler import Scheduler
+from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence, SequenceStatus
+from .stop_strings import find_stop_in_new_text, visible_length
 from .setup import build_engine_parts
+
+
+@dataclass
+class _Launched:
+    """A step queued on the device whose sampled tokens have not been applied yet."""
+    out: SchedulerOutput
+    pending: PendingTokens
 
 
 class LLM:
@@ -49,15 +66,41 @@ class LLM:
         self._seq_generators: dict[int, torch.Generator] = {}
         self._requests: dict[str, Sequence] = {}
         self._prompts: dict[int, str | None] = {}
+        self._detoks: dict[int, IncrementalDetokenizer] = {}  # seq_id -> its text so far (stop strings)
         self._early: list[RequestOutput] = []  # rejected requests, reported by the next step()
+        self._groups = SampleGroups()  # n > 1 requests, fanned out into n samples
+        self._logprobs: dict[int, list[dict]] = {}  # seq id -> per-token log-probs (when asked)
         self._next_id = 0
         # Speculative decoding (app/engine/spec): proposes tokens before each schedule and
         # verifies the scored rows after the forward. None when off.
         self.spec = None
         if cfg.speculative.method:
-            from .spec import build_speculator
+            self.spec = self._build_speculator()
 
-            self.spec = build_speculator(cfg.speculative, self)
+        self.async_scheduling, reason = resolve_async_scheduling(cfg, self.device, self.backend, self.spec is not None)
+        self.load_report["async_scheduling"] = {"active": self.async_scheduling, "reason": reason}
+        self._inflight: _Launched | None = None  # async scheduling: the step on the device
+        self._failed_launch: tuple[SchedulerOutput, Exception] | None = None
+
+    def _build_speculator(self):
+        """The speculator, or (when optional) n-gram lookup instead of an unusable draft model, or
+        none; the weights already loaded are kept either way."""
+        from .spec import build_speculator
+
+        cfg = self.config
+        feature = "draft_model" if cfg.speculative.method == "draft" else "speculative_decoding"
+        try:
+            return build_speculator(cfg.speculative, self)
+        except Exception as e:  # noqa: BLE001 - reported by feature name, never by traceback text
+            reason = f"{type(e).__name__}: {e}"
+            if feature not in cfg.optional_features:
+                raise UnsupportedFeature(feature, reason) from e
+        self.load_report.setdefault("disabled_features", {})[feature] = reason
+        if feature == "draft_model":  # prompt lookup needs no second model
+            cfg.speculative = replace(cfg.speculative, method="ngram", draft_model=None)
+            return self._build_speculator()
+        cfg.speculative = SpeculativeConfig()
+        return None
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -69,16 +112,22 @@ class LLM:
             raise TypeError("params must be a SamplingParams")
         if request_id is None:
             request_id, self._next_id = str(self._next_id), self._next_id + 1
-        if request_id in self._requests:
+        if request_id in self._requests or request_id in self._groups:
             raise ValueError(f"request id {request_id!r} is already in flight")
+        if params.n > 1:
+            for i, cid in enumerate(self._groups.add(request_id, params.n)):
+                self.add_request(prompt, child_params(params, i), cid)
+            return request_id
         text = prompt if isinstance(prompt, str) else None
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         seq = Sequence(ids, params, request_id=request_id)
-        err = self._validate(ids)
+        err = self._validate(ids) or self._unsupported(params)
         if err:
             seq.status, seq.finish_reason, seq.error = SequenceStatus.FINISHED, "error", err
             self._early.append(self._output(seq, text))
             return request_id
+        if params.logprobs is not None:
+            self._logprobs[seq.seq_id] = []
         if params.seed is not None:
             self._seq_generators[seq.seq_id] = torch.Generator(device=self.device).manual_seed(params.seed)
         self._requests[request_id] = seq
@@ -98,8 +147,18 @@ class LLM:
             return f"token ids out of range for a vocabulary of {vocab}: {bad[:5]}"
         return None
 
+    def _unsupported(self, params: SamplingParams) -> str | None:
+        if self.spec is not None and (params.logprobs is not None or params.min_tokens):
+            return ("logprobs and min_tokens are not implemented with speculative decoding; "
+                    "send this request to an engine without speculative_method")
+        return None
+
     def abort(self, request_id: str) -> bool:
         """Stop a request and free its blocks. Returns False if it is not in flight."""
+        if request_id in self._groups:
+            found = [self.abort(c) for c in self._groups.children(request_id)]
+            self._groups.drop(request_id)
+            return any(found)
         seq = self._requests.pop(request_id, None)
         if seq is None:
             return False
@@ -107,26 +166,30 @@ class LLM:
         self._forget(seq)
         return True
 
+    def progress(self, request_id: str) -> tuple[list[int], list[dict] | None] | None:
+        """(tokens generated so far, their log-probs if asked) of a request in flight, for
+        streaming between steps; None once it has finished or if it was never added."""
+        seq = self._requests.get(request_id)
+        if seq is None:
+            return None
+        lps = self._logprobs.get(seq.seq_id)
+        return list(seq.output_token_ids), (list(lps) if lps is not None else None)
+
     def has_unfinished(self) -> bool:
+        # A step still in flight whose requests all finished (the last step of a batch, computed
+        # ahead) does not count: its tokens are dropped whenever step() next runs.
         return self.scheduler.has_unfinished() or bool(self._early)
 
     # ----- the loop ------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        return self._groups.merge(self._step())
+
+    def _step(self) -> list[RequestOutput]:
         done, self._early = self._early, []
-        if self.spec is not None:
-            self.spec.propose(self.scheduler.running)
-        out = self.scheduler.schedule()
-        if out.is_empty:
+        ran = self._step_overlapped(done) if self.async_scheduling else self._step_plain(done)
+        if ran is None:
             return done
-        try:
-            logits, spans = self.runner.execute(out)
-            sampled = self._sample(logits, spans)
-        except Exception as e:  # a failed forward fails its requests, not the engine
-            for s in out.scheduled:
-                s.seq.error = f"model step failed: {type(e).__name__}: {e}"
-                self.scheduler.finish(s.seq, "error")
-                done.append(self._finish_output(s.seq))
-            return done
+        out, sampled = ran
         finished = self.scheduler.update(out, sampled)
         for s in out.scheduled:
             seq = s.seq
@@ -137,7 +200,83 @@ class LLM:
                 else:
                     self.scheduler.finish(seq, "stop")
                     finished.append(seq)
-        return done + [self._finish_output(seq) for seq in finished]
+        return done + [self._finish_output(seq) for seq in finished] + self._fail_deferred()
+
+    def _step_plain(self, done: list) -> tuple[SchedulerOutput, dict[int, list[int]]] | None:
+        """Schedule, run and sample one step; its tokens are on the host when this returns."""
+        if self.spec is not None:
+            self.spec.propose(self.scheduler.running)
+        out = self.scheduler.schedule()
+        if out.is_empty:
+            return None
+        try:
+            logits, spans = self.runner.execute(out)
+            sampled = self._sample(logits, spans)
+        except Exception as e:  # a failed forward fails its requests, not the engine
+            done.extend(self._fail(out, e))
+            return None
+        return out, sampled
+
+    def _step_overlapped(self, done: list) -> tuple[SchedulerOutput, dict[int, list[int]]] | None:
+        """Schedule and launch step N+1 (its placeholder inputs are read from step N's tokens on
+        the device), then wait for step N's tokens: the one host sync of the step."""
+        prev, self._inflight = self._inflight, None
+        out = self.scheduler.schedule()
+        if not out.is_empty:
+            try:
+                self._inflight = self._launch(out, prev)
+            except Exception as e:  # fail these requests once step N's tokens are applied
+                self._failed_launch = (out, e)
+        if prev is None:
+            done.extend(self._fail_deferred())
+            return None
+        try:
+            sampled = prev.pending.result()
+        except Exception as e:
+            done.extend(self._fail(prev.out, e))
+            return None
+        return prev.out, sampled
+
+    def _launch(self, out: SchedulerOutput, prev: _Launched | None) -> _Launched:
+        logits, spans = self.runner.execute(out, prev.pending if prev else None)
+        pending = self._sample_tensor(logits, spans, out)
+        self.scheduler.launched(out)
+        return _Launched(out, pending)
+
+    def _fail(self, out: SchedulerOutput, e: Exception) -> list[RequestOutput]:
+        res = []
+        for s in out.scheduled:
+            if s.seq.is_finished:  # async scheduling: ended by the step before this one
+                continue
+            s.seq.error = f"model step failed: {type(e).__name__}: {e}"
+            self.scheduler.finish(s.seq, "error")
+            res.append(self._finish_output(s.seq))
+        return res
+
+    def _fail_deferred(self) -> list[RequestOutput]:
+        if self._failed_launch is None:
+            return []
+        (out, e), self._failed_launch = self._failed_launch, None
+        return self._fail(out, e)
+
+    def _sample_tensor(self, logits: torch.Tensor, spans, out: SchedulerOutput) -> PendingTokens:
+        """Sample step N+1 and start its tokens (and any log-probs asked for) on their way to the
+        host, without a host sync. A sequence's step-N token is still a placeholder here, so
+        min_tokens counts it (`num_placeholders`)."""
+        sids = [sid for sid, _, _ in spans]
+        if not spans:
+            return PendingTokens(torch.empty(0, dtype=torch.int64, device=self.device), sids)
+        by_id = {s.seq.seq_id: s.seq for s in out.scheduled}
+        seqs = [by_id[sid] for sid in sids]
+        raw = logits
+        logits = self._mask_min_tokens(logits, seqs)
+        toks = _sample_rows(logits, [s.params for s in seqs], [self._seq_generators.get(sid) for sid in sids],
+                            self._generator)
+        rows, lp = self._logprob_tensors(raw, seqs, toks)
+        pending = PendingTokens(toks, sids, aux=lp)
+        if rows:
+            pending.on_result = lambda host: self._store_logprobs(seqs, rows, host)
+        return pending
 
     def _sample(self, logits: torch.Tensor, spans) -> dict[int, list[int]]:
         if not spans:
@@ -146,45 +285,99 @@ class LLM:
         if self.spec is not None:
             return self.spec.verify(logits, spans, seqs, self._seq_generators, self._generator)
         params = [seqs[sid].params for sid, _, _ in spans]
+        raw = logits
+        logits = self._mask_min_tokens(logits, [seqs[sid] for sid, _, _ in spans])
         toks = _sample_rows(logits, params, [self._seq_generators.get(sid) for sid, _, _ in spans],
                             self._generator)
+        self._record_logprobs(raw, [seqs[sid] for sid, _, _ in spans], toks)
+        toks = toks.tolist()
         return {sid: [toks[i]] for i, (sid, _, _) in enumerate(spans)}
 
+    def _mask_min_tokens(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """Rows still short of min_tokens cannot sample EOS or a stop token (as vLLM). A token
+        still in flight (async scheduling's placeholder) counts as generated."""
+        rows = [(i, s) for i, s in enumerate(seqs)
+                if s.num_output_tokens + s.num_placeholders < s.params.min_tokens]
+        if not rows:
+            return logits
+        logits = logits.clone()
+        for i, s in rows:
+            banned = sorted(self.tokenizer.eos_token_ids | set(s.params.stop_token_ids))
+            logits[i, [t for t in banned if t < logits.shape[-1]]] = float("-inf")
+        return logits
+
+    def _logprob_tensors(self, logits: torch.Tensor, seqs: list[Sequence], toks: torch.Tensor):
+        """For rows that asked for log-probs: (rows, {"chosen": (R',), "top_v": (R', k), "top_i": (R', k)})
+        on the device; ([], None) when no row asked. logits: (B, V) before any min_tokens mask."""
+        rows = [i for i, s in enumerate(seqs) if s.seq_id in self._logprobs]
+        if not rows:
+            return [], None
+        idx = torch.tensor(rows, device=logits.device)
+        lp = logits.index_select(0, idx).float().log_softmax(-1)
+        k = max(seqs[i].params.logprobs for i in rows)
+        top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
+        chosen = lp.gather(1, toks.index_select(0, idx).view(-1, 1)).squeeze(1)
+        return rows, {"chosen": chosen, "top_v": top_v, "top_i": top_i, "tok": toks.index_select(0, idx)}
+
+    def _store_logprobs(self, seqs: list[Sequence], rows: list[int], lp: dict) -> None:
+        tok, chosen = lp["tok"].tolist(), lp["chosen"].tolist()
+        top_i, top_v = lp["top_i"].tolist(), lp["top_v"].tolist()
+        for r, i in enumerate(rows):
+            want, got = seqs[i].params.logprobs, self._logprobs.get(seqs[i].seq_id)
+            if got is None:  # finished (or aborted) while this step was in flight: its token is dropped
+                continue
+            got.append({"token_id": tok[r], "logprob": chosen[r], "top": list(zip(top_i[r][:want], top_v[r][:want]))})
+
+    def _record_logprobs(self, logits: torch.Tensor, seqs: list[Sequence], toks: torch.Tensor) -> None:
+        """The chosen token's raw log-prob (and the top k) for rows that asked (logits: (B, V))."""
+        rows, lp = self._logprob_tensors(logits, seqs, toks)
+        if rows:
+            self._store_logprobs(seqs, rows, {k: v.cpu() for k, v in lp.items()})
+
     def _apply_stop_strings(self, seq: Sequence, num_new: int) -> bool:
-        """If the output now contains a stop string, cut the tokens after the one that completed
-        it (a speculative step may have added several) and remember where the text ends."""
-        stops, skip = seq.params.stop, seq.params.skip_special_tokens
-        out = seq.output_token_ids
-
-        def first_hit(ids):
-            text = self.tokenizer.decode(ids, skip)
-            hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-            return min(hits) if hits else None
-
-        if first_hit(out) is None:
-            return False
-        keep = len(out)
-        for j in range(max(len(out) - num_new + 1, 1), len(out)):
-            if first_hit(out[:j]) is not None:
-                keep = j
-                break
-        del seq.token_ids[seq.num_prompt_tokens + keep :]
-        seq.stop_text_index = first_hit(out[:keep])
-        return True
+        """If a new token completed a stop string, cut the tokens after it (a speculative step
+        may have added several) and remember where the text ends. vLLM's rules (stop_strings.py,
+        whose `find_stop` is the full-decode reference); the text grows incrementally
+        (detokenizer.py), so each step costs the same whatever the output's length."""
+        p = seq.params
+        detok = self._detoks.get(seq.seq_id)
+        if detok is None:
+            detok = self._detoks[seq.seq_id] = IncrementalDetokenizer(
+                lambda ids: self.tokenizer.decode(ids, p.skip_special_tokens))
+        start = seq.num_prompt_tokens
+        for pos in range(start + len(detok.ids), seq.num_tokens):  # tokens not yet seen, in order
+            before = visible_length(detok.text, detok.pending)
+            changed = detok.step(seq.token_ids[pos])
+            if pos - start + 1 < p.min_tokens:  # tokens before the min_tokens-th cannot complete one
+                continue
+            hit = find_stop_in_new_text(detok.text, detok.pending, min(before, changed), p.stop,
+                                        p.include_stop_str_in_output)
+            if hit is not None:
+                del seq.token_ids[pos + 1:]
+                seq.stop_text_index = hit
+                return True
+        return False
 
     def _finish_output(self, seq: Sequence) -> RequestOutput:
         self._requests.pop(seq.request_id, None)
-        text = self._prompts.get(seq.seq_id)
+        out = self._output(seq, self._prompts.get(seq.seq_id), self._detoks.get(seq.seq_id))
         self._forget(seq)
-        return self._output(seq, text)
+        return out
 
     def _forget(self, seq: Sequence) -> None:
         self._seq_generators.pop(seq.seq_id, None)
+        self._logprobs.pop(seq.seq_id, None)
         self._prompts.pop(seq.seq_id, None)
+        self._detoks.pop(seq.seq_id, None)
 
-    def _output(self, seq: Sequence, prompt: str | None) -> RequestOutput:
+    def _output(self, seq: Sequence, prompt: str | None, detok: IncrementalDetokenizer | None = None) -> RequestOutput:
         out_ids = seq.output_token_ids
-        text = self.tokenizer.decode(out_ids, seq.params.skip_special_tokens) if out_ids else ""
+        if self._ended_by_stop_token(seq):  # its id stays, its text does not (vLLM)
+            text = self.tokenizer.decode(out_ids[:-1], seq.params.skip_special_tokens) if len(out_ids) > 1 else ""
+        elif detok is not None and len(detok.ids) == len(out_ids):  # the stop check's text: a full decode's
+            text = detok.full_text
+        else:  # no stop strings: one decode at the end costs less than one per step
+            text = self.tokenizer.decode(out_ids, seq.params.skip_special_tokens) if out_ids else ""
         if seq.stop_text_index is not None:
             text = text[: seq.stop_text_index]
         m = seq.metrics.as_dict()
@@ -196,8 +389,16 @@ class LLM:
                      spec_acceptance_rate=seq.spec_accepted / seq.spec_proposed,
                      # tokens emitted per verification step (accepted proposals + the target's own)
                      spec_mean_accepted_len=(seq.spec_accepted + v) / v)
+        lps = self._logprobs.get(seq.seq_id)
         return RequestOutput(seq.request_id, prompt, seq.prompt_token_ids, text, out_ids, seq.finish_reason,
-                             seq.num_cached_tokens, m, seq.error)
+                             seq.num_cached_tokens, m, seq.error, lps[: len(out_ids)] if lps is not None else None)
+
+    def _ended_by_stop_token(self, seq: Sequence) -> bool:
+        """EOS or a stop token ended it: the id stays in token_ids, its text stays out (vLLM)."""
+        p, out = seq.params, seq.output_token_ids
+        if seq.finish_reason != "stop" or seq.stop_text_index is not None or not out or p.include_stop_str_in_output:
+            return False
+        return out[-1] in p.stop_token_ids or (not p.ignore_eos and out[-1] in self.tokenizer.eos_token_ids)
 
     # ----- batch API -----------------------------------------------------------------------
     def generate(self, prompts: Seq[str] | Seq[list[int]] | str,
@@ -236,12 +437,11 @@ class LLM:
         return s
 
 
-def _sample_rows(logits, params, gens, shared) -> list[int]:
+def _sample_rows(logits, params, gens, shared) -> torch.Tensor:
     from .layers.sampler import sample
 
-    out = sample(logits, [p.temperature for p in params], [p.top_k for p in params],
-                 [p.top_p for p in params], gens, shared)
-    return out.tolist()
+    return sample(logits, [p.temperature for p in params], [p.top_k for p in params],
+                  [p.top_p for p in params], gens, shared)
 
 
 class _Progress:

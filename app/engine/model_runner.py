@@ -5,11 +5,12 @@ Owns the model on its device and the paged KV pool (one (k, v) pair of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .attention.metadata import AttentionMetadata
+from .inflight import PendingTokens, to_device
 from .scheduler import SchedulerOutput
 
 
@@ -21,6 +22,9 @@ class StepInputs:
     logits_indices: torch.Tensor  # (R,) rows of the hidden states whose logits are needed
     # For each scheduled sequence that samples: (seq_id, first row in logits, number of rows)
     row_spans: list[tuple[int, int, int]]
+    # Async scheduling: (row of input_ids, row of the previous step's sampled tokens) for each
+    # placeholder, i.e. each input token whose value is still on the device.
+    fills: list[tuple[int, int]] = field(default_factory=list)
 
 
 class ModelRunner:
@@ -54,14 +58,17 @@ class ModelRunner:
             a.backend = backend_module
 
     # ----- one step ------------------------------------------------------------------------
-    def prepare(self, out: SchedulerOutput) -> StepInputs:
+    def prepare(self, out: SchedulerOutput, pending: PendingTokens | None = None) -> StepInputs:
         bs = self.block_size
         ids, pos, slots, qstart, seq_lens, qlens, tables = [], [], [], [0], [], [], []
-        logits_idx, spans = [], []
+        logits_idx, spans, fills = [], [], []
         for s in out.scheduled:
             seq = s.seq
             c, n = seq.num_computed_tokens, s.num_new_tokens
             toks = seq.token_ids[c : c + n]
+            if len(toks) < n and getattr(seq, "num_placeholders", 0):
+                fills.append((len(ids) + len(toks), _pending_row(pending, seq)))
+                toks = toks + [0]  # overwritten on the device before the forward
             if len(toks) < n:  # trailing speculative proposals
                 toks = toks + seq.spec_token_ids[: n - len(toks)]
             ids.extend(toks)
@@ -83,7 +90,7 @@ class ModelRunner:
         dev = self.device
 
         def t(x, dtype):
-            return torch.tensor(x, dtype=dtype).to(dev, non_blocking=True)
+            return to_device(x, dtype, dev)
 
         meta = AttentionMetadata(
             slot_mapping=t(slots, torch.int64),
@@ -95,15 +102,20 @@ class ModelRunner:
             max_query_len=max(qlens),
             max_seq_len=max(seq_lens),
         )
-        return StepInputs(t(ids, torch.int64), t(pos, torch.int64), meta, t(logits_idx, torch.int64), spans)
+        return StepInputs(t(ids, torch.int64), t(pos, torch.int64), meta, t(logits_idx, torch.int64), spans,
+                          fills)
 
     @torch.inference_mode()
-    def execute(self, out: SchedulerOutput) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    def execute(self, out: SchedulerOutput, pending: PendingTokens | None = None
+                ) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
         """Runs the model; returns logits (R, vocab) float32 for the sampling rows, and the
-        spans telling which rows belong to which sequence."""
+        spans telling which rows belong to which sequence. `pending`: the previous step's
+        sampled tokens, still on the device, when this step was scheduled before they landed."""
         if self.graphs is not None and self._graphable(out):
-            return self._execute_graph(out)
-        inp = self.prepare(out)
+            return self._execute_graph(out, pending)
+        inp = self.prepare(out, pending)
+        if inp.fills:
+            pending.fill(inp.input_ids, inp.fills)
         hidden = self.model(inp.input_ids, inp.positions, inp.meta)  # (T, hidden)
         if not inp.row_spans:
             return torch.empty(0, device=self.device), []
@@ -113,16 +125,29 @@ class ModelRunner:
         return len(out.scheduled) <= self.graphs.max_bs and all(
             s.num_new_tokens == 1 and s.num_spec_tokens == 0 and s.samples for s in out.scheduled)
 
-    def _execute_graph(self, out: SchedulerOutput):
+    def _execute_graph(self, out: SchedulerOutput, pending: PendingTokens | None):
         bs = self.block_size
-        ids, pos, slots, lens, tables, spans = [], [], [], [], [], []
+        ids, pos, slots, lens, tables, spans, fills = [], [], [], [], [], [], []
         for i, s in enumerate(out.scheduled):
             seq = s.seq
             c = seq.num_computed_tokens
-            ids.append(seq.token_ids[c])
+            if c < seq.num_tokens:
+                ids.append(seq.token_ids[c])
+            else:  # the placeholder: its value is on the device
+                fills.append((i, _pending_row(pending, seq)))
+                ids.append(0)
             pos.append(c)
             slots.append(seq.block_table[c // bs] * bs + c % bs)
             lens.append(c + 1)
             tables.append(seq.block_table)
             spans.append((seq.seq_id, i, 1))
+        if fills:  # the graph decoder copies ids into its static buffer, then fills these rows
+            return self.graphs.run(ids, pos, slots, lens, tables, (fills, pending)), spans
         return self.graphs.run(ids, pos, slots, lens, tables), spans
+
+
+def _pending_row(pending: PendingTokens | None, seq) -> int:
+    assert pending is not None and seq.seq_id in pending.row_of, (
+        "a placeholder token without the step that samples it")
+    return pending.row_of[seq.seq_id]
+

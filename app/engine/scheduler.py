@@ -6,6 +6,14 @@ chunked prefill, plus any speculative proposals), then waiting ones in arrival o
 token budget, the sequence cap and the KV blocks allow. When a running sequence needs a block
 and none is free, the newest running sequence is preempted (its KV dropped, to be recomputed)
 and requeued at the front. `update()` applies the sampled tokens after the model ran.
+
+Async scheduling (EngineConfig.async_scheduling) schedules step N+1 while step N still runs:
+`launched(out)` is called as soon as step N's forward is queued and counts its KV as computed;
+each sequence that samples in it holds a placeholder (`seq.num_placeholders`) for the token whose
+value is still on the device. Step N+1 computes that placeholder (the model runner reads its value
+on the device), and `update(out_N, ...)` replaces it with the real token when it lands. A sequence
+that step N finishes (EOS, stop) was already scheduled in step N+1: that step's token for it is
+dropped, because update() skips finished sequences.
 """
 from __future__ import annotations
 
@@ -22,12 +30,14 @@ class ScheduledSeq:
     seq: Sequence
     num_new_tokens: int  # tokens computed this step, starting at seq.num_computed_tokens
     num_spec_tokens: int = 0  # of those, trailing speculative proposals to verify
+    # Whether this step yields the sequence's next token (its prefill is complete). Fixed when
+    # scheduled: launched() moves num_computed_tokens on before the step's tokens are applied.
+    samples: bool = field(init=False)
 
-    @property
-    def samples(self) -> bool:
-        """Whether this step yields the sequence's next token (its prefill is complete)."""
+    def __post_init__(self) -> None:
         s = self.seq
-        return s.num_computed_tokens + self.num_new_tokens - self.num_spec_tokens >= s.num_tokens
+        known = s.num_tokens + getattr(s, "num_placeholders", 0)  # draft sequences have none
+        self.samples = s.num_computed_tokens + self.num_new_tokens - self.num_spec_tokens >= known
 
 
 @dataclass
@@ -36,6 +46,7 @@ class SchedulerOutput:
     num_batched_tokens: int = 0
     new_blocks: list[int] = field(default_factory=list)  # blocks registered (keyed) this step
     preempted: list[Sequence] = field(default_factory=list)
+    is_launched: bool = False  # launched() was applied
 
     @property
     def is_empty(self) -> bool:
@@ -51,6 +62,9 @@ class SchedulerStats:
     computed_tokens: int = 0
     max_seqs_in_step: int = 0
     seqs_in_steps: int = 0
+    # Async scheduling: tokens sampled for sequences that had finished (or were aborted) while
+    # the step was in flight, and dropped.
+    discarded_tokens: int = 0
 
 
 class Scheduler:
@@ -102,11 +116,12 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             n_spec = len(seq.spec_token_ids)
-            n = seq.num_tokens + n_spec - seq.num_computed_tokens
+            known = seq.num_tokens + seq.num_placeholders
+            n = known + n_spec - seq.num_computed_tokens
             if n > budget:  # no room for every proposal: verify none this step
                 seq.spec_token_ids, n_spec = [], 0
-                n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            if n <= 0:
+                n = min(known - seq.num_computed_tokens, budget)
+            if n <= 0 or self._ends_with_placeholder(seq):
                 i += 1
                 continue
             # Victims are taken from the tail of `running`, i.e. never one scheduled already.
@@ -154,9 +169,20 @@ class Scheduler:
         self.waiting.appendleft(seq)
         out.preempted.append(seq)
 
+    def _ends_with_placeholder(self, seq: Sequence) -> bool:
+        """Whether the token in flight certainly ends `seq` (max_tokens or the model length):
+        then computing one more step for it would be wasted, or past the model's length."""
+        if not seq.num_placeholders:
+            return False
+        return (seq.num_output_tokens + seq.num_placeholders >= seq.params.max_tokens
+                or seq.num_tokens + seq.num_placeholders >= self.max_model_len)
+
     def _admit(self, budget: int, scheduled: list, out: SchedulerOutput) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            # A sequence preempted while its token was in flight is admitted only after it
+            # landed: the schedule that preempts admits nobody, and update() runs before the next.
+            assert not seq.num_placeholders, "admitting a sequence whose sampled token is in flight"
             # Never reuse the block holding the last prompt token: its logits must be computed,
             # and a shared block is never written twice.
             hits = self.bm.match_prefix(seq.token_ids, seq.num_tokens - 1)
@@ -198,21 +224,42 @@ class Scheduler:
                 out.new_blocks.append(seq.block_table[b])
 
     # ----- after the model ran -------------------------------------------------------------
-    def update(self, out: SchedulerOutput, sampled: dict[int, list[int]]) -> list[Sequence]:
-        """Advance computed counts, append sampled tokens and apply token-level stops.
-
-        `sampled[seq_id]` lists the tokens accepted this step (1 for plain decode, more with
-        speculative decoding), only for sequences whose step samples. Returns the sequences
-        that finished in this step.
-        """
+    def launched(self, out: SchedulerOutput) -> None:
+        """The step's forward is queued on the device: count its KV as computed (a later step,
+        queued after it, reads it) and give each sampling sequence a placeholder for the token
+        it is about to get. update() calls this itself when the step was not launched ahead."""
+        assert not out.is_launched, "step launched twice"
+        out.is_launched = True
         self.bm.mark_computed(out.new_blocks)
-        now = time.perf_counter()
-        finished = []
         for s in out.scheduled:
             seq = s.seq
             if seq.is_finished:
                 continue
             seq.num_computed_tokens += s.num_new_tokens - s.num_spec_tokens
+            if s.samples:
+                seq.num_placeholders += 1
+
+    def update(self, out: SchedulerOutput, sampled: dict[int, list[int]]) -> list[Sequence]:
+        """Append sampled tokens (resolving the placeholders launched() set) and apply
+        token-level stops.
+
+        `sampled[seq_id]` lists the tokens accepted this step (1 for plain decode, more with
+        speculative decoding), only for sequences whose step samples. A sequence preempted
+        while the step was in flight still gets its token (it is valid; its KV is recomputed on
+        readmission). Returns the sequences that finished in this step.
+        """
+        if not out.is_launched:
+            self.launched(out)
+        now = time.perf_counter()
+        finished = []
+        for s in out.scheduled:
+            seq = s.seq
+            if seq.is_finished:
+                self.stats.discarded_tokens += len(sampled.get(seq.seq_id, ()))
+                continue
+            if s.samples:
+                seq.num_placeholders -= 1
+                assert seq.num_placeholders >= 0
             seq.spec_token_ids = []
             toks = sampled.get(seq.seq_id)
             if not toks:

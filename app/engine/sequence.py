@@ -44,12 +44,15 @@ class Sequence:
     block_keys: list[int] = field(default_factory=list)  # prefix-hash chain of full blocks
     # Proposed (unverified) tokens for speculative decoding; never part of token_ids.
     spec_token_ids: list[int] = field(default_factory=list)
-    num_computed_tokens: int = 0  # tokens whose KV is in the cache
+    num_computed_tokens: int = 0  # tokens whose KV is in the cache (or queued to be, see scheduler.launched)
+    # Tokens sampled by a launched step whose values have not reached the host yet (0 or 1; only
+    # with async scheduling). They follow token_ids; the next step may already compute them.
+    num_placeholders: int = 0
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache (first admission)
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: str | None = None
     error: str | None = None
-    stop_text_index: int | None = None  # where a stop string begins in the decoded text
+    stop_text_index: int | None = None  # where the output text ends after a stop string (stop_strings.py)
     num_preemptions: int = 0
     spec_proposed: int = 0
     spec_accepted: int = 0

@@ -14,6 +14,8 @@ import torch
 
 from .attention.backend import load_backend
 from .config import EngineConfig
+from .errors import UnsupportedFeature
+from .memory_budget import KvPlan, draft_footprint, plan_kv_blocks, read_cuda_memory, usable_bytes
 from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
 from .model_check import check_model
 from .model_runner import ModelRunner
@@ -122,8 +124,11 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         # The key covers everything the quantized tensors depend on: checkpoint, merged adapters, dtype.
         adapters = [p for d in (cfg.lora_path or []) for p in sorted(Path(d).glob("adapter_*"))]
         key = f"{checkpoint_fingerprint(files + adapters)}-{report['dtype']}"
-        report["quantization"] = quantize_model_(
-            model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
+        try:
+            report["quantization"] = quantize_model_(
+                model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
+        except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
+            _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     kv_dtype = dtype
     if cfg.kv_cache_dtype == "fp8":
@@ -131,7 +136,16 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     backend = _backend_name(cfg, device)
     runner.set_backend(load_backend(backend))
     report["attention_backend"] = backend
-    num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len)
+    try:
+        num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len, report)
+    except ValueError:
+        raise  # no memory for any KV pool: not a feature's fault
+    except Exception as e:  # noqa: BLE001
+        if kv_dtype == dtype:
+            raise
+        _optional_failed(cfg, report, "kv_cache_quantization", e, intact=True)
+        kv_dtype = dtype  # the pool in the model's dtype instead; the weights are untouched
+        num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len, report)
     report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
                   kv_cache_dtype=str(kv_dtype).replace("torch.", ""))
     if cfg.enable_compilation:
@@ -140,6 +154,23 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         report["compile"] = compile_model_(model, device)
     report["cuda_graphs"] = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
+
+
+def _optional_failed(cfg: EngineConfig, report: dict, feature: str, exc: BaseException, intact: bool) -> None:
+    """An optional feature failed at load: turn it off in place if the caller allows it and the
+    model is still whole, else raise UnsupportedFeature naming it."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if feature in cfg.optional_features and intact:
+        log.warning("%s could not be set up (%s); continuing without it", feature, reason)
+        report.setdefault("disabled_features", {})[feature] = reason
+        return
+    raise UnsupportedFeature(feature, reason) from exc
+
+
+def _any_quantized(model) -> bool:
+    from .quant import QUANTIZED_TYPES
+
+    return any(isinstance(m, QUANTIZED_TYPES) for m in model.modules())
 
 
 def _quant_cache_dir(cfg: EngineConfig) -> Path | None:
@@ -165,9 +196,16 @@ def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
     return "torch_cpu"
 
 
-def allocate_kv_pool(cfg: EngineConfig, runner, kv_dtype, device, max_model_len: int) -> tuple[int, int]:
-    """Sizes and allocates the KV pool; returns (num_blocks, max_model_len capped to what fits)."""
-    num_blocks = _num_kv_blocks(cfg, runner, kv_dtype, device, max_model_len)
+def allocate_kv_pool(cfg: EngineConfig, runner, kv_dtype, device, max_model_len: int,
+                     report: dict | None = None) -> tuple[int, int]:
+    """Sizes and allocates the KV pool; returns (num_blocks, max_model_len capped to what fits).
+
+    With a draft model the plan also reserves the draft's weights and KV pool; report["draft_kv_blocks"]
+    tells the draft how many blocks it may allocate (memory_budget.py)."""
+    plan = plan_kv_pool(cfg, runner, kv_dtype, device, max_model_len)
+    num_blocks = plan.num_blocks
+    if report is not None and plan.draft_blocks:
+        report["draft_kv_blocks"] = plan.draft_blocks
     runner.allocate_kv_cache(num_blocks, kv_dtype)
     if num_blocks * cfg.block_size < max_model_len:
         log.warning("KV pool holds %d tokens, less than max_model_len %d: capping max_model_len",
@@ -176,23 +214,36 @@ def allocate_kv_pool(cfg: EngineConfig, runner, kv_dtype, device, max_model_len:
     return num_blocks, max_model_len
 
 
-def _num_kv_blocks(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_model_len: int) -> int:
+def plan_kv_pool(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_model_len: int) -> KvPlan:
+    """The budget: on CUDA the memory usable under gpu_memory_utilization, split between the
+    target's pool and a draft's weights + pool; else kv_cache_memory_gb or a CPU cap for the
+    target's pool (the user sized it), the draft's pool as many blocks (capped by what it can use)."""
     per_block = runner.kv_bytes_per_block(kv_dtype)
-    if cfg.kv_cache_memory_gb is not None:
-        budget = int(cfg.kv_cache_memory_gb * (1 << 30))
-    elif device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-        budget = int(free - total * (1 - cfg.gpu_memory_utilization))
+    try:
+        draft = draft_footprint(cfg, getattr(runner, "dtype", kv_dtype), max_model_len)
+    except (OSError, ValueError) as e:  # unreadable draft: the draft's own loader reports it (spec/draft.py)
+        log.debug("draft model not budgeted: %s", e)
+        draft = None
+    d_block, d_max = (draft.block_bytes, draft.max_blocks) if draft else (0, None)
+    if cfg.kv_cache_memory_gb is None and device.type == "cuda":
+        budget = usable_bytes(read_cuda_memory(device), cfg.gpu_memory_utilization)
+        plan = plan_kv_blocks(budget, per_block, d_block, draft.weight_bytes if draft else 0, d_max)
     else:
-        needed = cfg.max_num_seqs * max_model_len * per_block // cfg.block_size
-        budget = min(CPU_KV_CAP_BYTES, needed + per_block)
-    n = budget // per_block
-    if n < 1:
+        if cfg.kv_cache_memory_gb is not None:
+            budget = int(cfg.kv_cache_memory_gb * (1 << 30))
+        else:
+            budget = min(CPU_KV_CAP_BYTES, cfg.max_num_seqs * max_model_len * per_block // cfg.block_size + per_block)
+        n = budget // per_block
+        plan = KvPlan(n, min(n, d_max) if draft else 0, budget)
+    if plan.num_blocks < 1 or (draft and plan.draft_blocks < 1):
+        need = per_block + d_block + plan.draft_weight_bytes
+        extra = (f", plus the draft model's {plan.draft_weight_bytes / 2**30:.2f} GiB of weights and "
+                 f"{d_block / 2**20:.2f} MiB per block" if draft else "")
         raise ValueError(
-            f"no memory left for the KV cache (budget {budget / 2**30:.2f} GiB, one block needs "
-            f"{per_block / 2**20:.2f} MiB); raise kv_cache_memory_gb / gpu_memory_utilization or use a smaller model"
-        )
-    return int(n)
+            f"no memory left for the KV cache (budget {plan.budget / 2**30:.2f} GiB; one block needs "
+            f"{per_block / 2**20:.2f} MiB{extra}, {need / 2**30:.2f} GiB at least); raise kv_cache_memory_gb / "
+            "gpu_memory_utilization, free the GPU of other processes, or use a smaller model")
+    return plan
 
 
 def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype) -> dict:
@@ -211,5 +262,8 @@ def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype) ->
     lazy = kv_dtype == torch.float8_e4m3fn  # fp8 scales come from the first real prefill
     if not lazy:
         g.capture_all()
+        # start-up time on a bare GPU machine is mostly this (and Triton compiles inside it)
+        log.info("captured %d CUDA graphs (batch sizes %s) in %.1f s", len(g.buckets), g.buckets,
+                 time.perf_counter() - t0)
     return {"active": True, "buckets": g.buckets, "capture_seconds": time.perf_counter() - t0,
             "captured": "lazily, per bucket on first use" if lazy else "at start-up"}

@@ -6,6 +6,8 @@ loop, or plain threads) talk to it only through a queue of commands:
 - `submit(prompt, params, request_id, on_done)`: the request joins the engine's continuous batch
   at the next step, whoever submitted it; `on_done(RequestOutput | Exception)` is called in the
   engine thread when it finishes (the caller hops back to its own loop with call_soon_threadsafe).
+  With `on_progress(token_ids, logprobs)`, it is also called in the engine thread after every step that
+  added tokens to the request (the output tokens so far, and their log-probs or None), for streaming.
 - `abort(request_id)`: the engine frees the request's KV blocks; `on_done` is not called.
 - `call(fn)`: runs `fn(llm)` between two steps and returns its result (stats, reports).
 - `close()`: fails what is still pending with a clear error and joins the thread.
@@ -21,6 +23,7 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 OnDone = Callable[[Any], None]  # receives a RequestOutput, or the Exception that ended the request
+OnProgress = Callable[[list, Any], None]  # receives the output token ids so far and their log-probs
 
 
 class EngineClosedError(RuntimeError):
@@ -40,6 +43,7 @@ class EngineThread:
     def __init__(self, llm: Any, name: str = "docgen-engine") -> None:
         self._commands: queue.Queue = queue.Queue()
         self._pending: dict[str, OnDone] = {}  # request id -> callback; engine thread only
+        self._progress: dict[str, tuple[OnProgress, int]] = {}  # request id -> (callback, tokens seen)
         self._stopping = threading.Event()
         factory = llm if callable(llm) and not hasattr(llm, "step") else (lambda: llm)
         ready: concurrent.futures.Future = concurrent.futures.Future()
@@ -62,10 +66,11 @@ class EngineThread:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, prompt: str | list[int], params: Any, request_id: str, on_done: OnDone) -> None:
+    def submit(self, prompt: str | list[int], params: Any, request_id: str, on_done: OnDone,
+               on_progress: OnProgress | None = None) -> None:
         if self._stopping.is_set():
             raise EngineClosedError("the generator is closed; create a new one")
-        self._commands.put(("add", request_id, prompt, params, on_done))
+        self._commands.put(("add", request_id, prompt, params, on_done, on_progress))
 
     def abort(self, request_id: str) -> None:
         if not self._stopping.is_set():
@@ -113,14 +118,17 @@ class EngineThread:
     def _handle(self, cmd: tuple) -> None:
         kind = cmd[0]
         if kind == "add":
-            _, rid, prompt, params, on_done = cmd
+            _, rid, prompt, params, on_done, on_progress = cmd
             try:
                 self.llm.add_request(prompt, params, rid)
             except Exception as e:  # e.g. a duplicate id: that request fails, the engine goes on
                 _notify(on_done, e)
                 return
             self._pending[rid] = on_done
+            if on_progress is not None:
+                self._progress[rid] = (on_progress, 0)
         elif kind == "abort":
+            self._progress.pop(cmd[1], None)
             if self._pending.pop(cmd[1], None) is not None:
                 self.llm.abort(cmd[1])
         elif kind == "call":
@@ -143,11 +151,21 @@ class EngineThread:
                     pass
                 _notify(on_done, RuntimeError(f"engine step failed: {type(e).__name__}: {e}"))
             self._pending.clear()
+            self._progress.clear()
             return
         for out in outs:
+            self._progress.pop(out.request_id, None)
             on_done = self._pending.pop(out.request_id, None)
             if on_done is not None:
                 _notify(on_done, out)
+        self._report_progress()
+
+    def _report_progress(self) -> None:
+        for rid, (cb, seen) in list(self._progress.items()):
+            now = self.llm.progress(rid)
+            if now is not None and len(now[0]) != seen:
+                self._progress[rid] = (cb, len(now[0]))
+                _notify_progress(cb, now)
 
     def _shutdown(self) -> None:
         err = EngineClosedError("the generator was closed before this chunk finished")
@@ -158,6 +176,7 @@ class EngineThread:
                 pass
             _notify(on_done, err)
         self._pending.clear()
+        self._progress.clear()
         # Answer queued calls too, so no caller waits forever on a stopped thread.
         while True:
             try:
@@ -168,6 +187,13 @@ class EngineThread:
                 _notify(cmd[4], err)
             elif cmd[0] == "call" and cmd[2].set_running_or_notify_cancel():
                 cmd[2].set_exception(err)
+
+
+def _notify_progress(cb: OnProgress, now: tuple) -> None:
+    try:
+        cb(*now)
+    except Exception:
+        log.debug("progress callback failed", exc_info=True)
 
 
 def _notify(on_done: OnDone, value: Any) -> None:

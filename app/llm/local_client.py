@@ -118,6 +118,7 @@ class LocalDocGenerator:
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.model_id = str(model_id)
+        self.max_concurrency = 1  # one chunk at a time: docgen keeps its own queue short and in priority order
         self.quantization_requested = _normalize_quantization(quantization)
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)

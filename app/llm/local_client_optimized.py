@@ -30,7 +30,6 @@ from app.llm.prompts import PROMPT_VERSION, prompt_ids
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
 _FINISH = {"stop": "stop", "length": "length", "error": "error", "abort": "cancelled"}
-_MAX_LOAD_ATTEMPTS = 5  # each failed optional feature costs one reload; there are four of them
 _ids = itertools.count()
 
 
@@ -85,6 +84,7 @@ class OptimizedLocalDocGenerator:
         self._py_warn_registry: dict = {}  # warnings.warn_explicit's registry, private to this generator
         self.warnings: list[str] = []
         self._closed = False
+        self.reloads = 0  # loads repeated because a feature failed after the weights were changed
         dev = _resolve_device(device)
         self._plan = OptimizationPlan(
             device=dev, quantization=normalize_quantization(quantization), max_batch_size=max_batch_size,
@@ -105,25 +105,34 @@ class OptimizedLocalDocGenerator:
                             f"supports; using {llm.max_model_len} tokens")
             self.max_seq_length = llm.max_model_len
         self._optimizations = self._plan.finalize(llm)
+        self.max_concurrency = llm.config.max_num_seqs  # sequences the engine runs at once (docgen sizes its queue)
         self.tokenizer = llm.tokenizer.hf
         self._finalizer = weakref.finalize(self, self._engine.close)
 
     # ----- loading ------------------------------------------------------------------------
     def _load(self, base: dict, max_batch_size: int, static_cache: bool):
+        """Build the engine. Optional features that fail are turned off by the engine itself, in
+        place (listed in load_report["disabled_features"]); one whose failure spoiled the loaded
+        weights comes back as UnsupportedFeature, is turned off here, and the engine is loaded
+        again: at most once per feature, so this ends."""
         from app.engine import LLM
-        from app.engine.model_check import ModelLoadError
+        from app.engine.errors import UnsupportedFeature
 
-        for _ in range(_MAX_LOAD_ATTEMPTS):
+        turned_off: set[str] = set()
+        while True:
             try:
-                return LLM(self.model_id, **base, **self._plan.engine_kwargs(max_batch_size, static_cache))
-            except ModelLoadError:
-                raise  # the checkpoint itself is unusable: no optional optimization is to blame
-            except Exception as e:
-                culprit = self._plan.blame(e)
-                if culprit is None:  # not an optional optimization: a real error the user must see
+                llm = LLM(self.model_id, **base, **self._plan.engine_kwargs(max_batch_size, static_cache),
+                          optional_features=self._plan.optional_features())
+            except UnsupportedFeature as e:
+                if e.feature in turned_off:  # already off, yet named again: an engine bug, not a fallback case
                     raise
-                self._plan.degrade(culprit, f"{type(e).__name__}: {e}")
-        raise RuntimeError("the engine failed to load even with every optional optimization off")
+                turned_off.add(e.feature)
+                self._plan.degrade(e.feature, e.reason)
+                self.reloads += 1
+                continue
+            for feature, reason in llm.load_report.get("disabled_features", {}).items():
+                self._plan.degrade(feature, reason)
+            return llm
 
     def _warn_once(self, key: str, message: str) -> None:
         """One warning per key per generator (a per-generator registry, not Python's per-line one)."""

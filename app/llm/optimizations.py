@@ -17,7 +17,6 @@ claims an optimization the engine is not running.
 """
 from __future__ import annotations
 
-import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -113,19 +112,20 @@ class OptimizationPlan:
                 kw["speculative_draft_model"] = self.draft
         return kw
 
-    # ----- a failed load: which optional feature caused it? -------------------------------------
-    def blame(self, exc: BaseException) -> str | None:
-        files = " ".join(f.filename.replace("\\", "/") for f in traceback.extract_tb(exc.__traceback__))
-        text = f"{type(exc).__name__}: {exc}"
-        if self.quantization and ("/app/engine/quant/" in files or "app.engine.quant" in text):
-            return "quantization"
-        if self.spec_method and ("/app/engine/spec/" in files or "app.engine.spec" in text):
-            return "speculative_decoding"
-        if self.compile and ("/torch/_dynamo/" in files or "/torch/_inductor/" in files or "compile" in text.lower()):
-            return "compilation"
-        if self.kv_fp8 and ("float8" in text or "fp8" in text.lower()):
-            return "kv_cache_quantization"
-        return None
+    # ----- a failed load: the engine names the feature (app.engine.errors) ----------------------
+    def optional_features(self) -> tuple[str, ...]:
+        """What the engine may turn off in place (keeping the weights it loaded) instead of failing:
+        every optimization asked for, since the guide promises a warning, not an error, for those."""
+        names = []
+        if self.quantization:
+            names.append("quantization")
+        if self.kv_fp8:
+            names.append("kv_cache_quantization")
+        if self.spec_method:
+            names += ["draft_model", "speculative_decoding"] if self.spec_method == "draft" else ["speculative_decoding"]
+        if self.compile:
+            names.append("compilation")
+        return tuple(names)
 
     def degrade(self, name: str, reason: str) -> None:
         """Turn `name` off (or down: draft -> ngram speculation) with one warning."""
@@ -133,7 +133,7 @@ class OptimizationPlan:
             q, self.quantization = self.quantization, None
             self.notes[name] = reason
             self.warn(name, f"quantization={q!r}: not available here ({reason}); running with unquantized weights")
-        elif name == "speculative_decoding" and self.spec_method == "draft":
+        elif name == "draft_model" or (name == "speculative_decoding" and self.spec_method == "draft"):
             self.spec_method = "ngram"
             self.notes["draft_model"] = reason
             self.warn("draft_model", f"draft_model_id={self.draft!r} could not be used ({reason}); "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union, runtime_checkable
 
 
 @dataclass
@@ -82,7 +82,12 @@ class DocResult:
 
 @runtime_checkable
 class DocGenerator(Protocol):
-    """What the doc pipeline needs from a generator."""
+    """What the doc pipeline needs from a generator.
+
+    Optional attributes docgen uses when present: `max_seq_length` (the context window),
+    `count_tokens(text)` / `count_prompt_tokens(chunk)` (sizing chunks), and `max_concurrency`
+    (requests the backend runs at once; docgen keeps about twice that many in flight).
+    """
 
     model_id: str
 
@@ -95,3 +100,18 @@ class DocGenerator(Protocol):
     def report(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class GeneratorFactory:
+    """How to build a generator, plus what is known about it before building it.
+
+    `model_id` is part of every stored result's key, so a caller that declares it lets docgen look
+    up stored results first and build (load) the generator only if something must be generated.
+    """
+
+    model_id: str
+    build: Callable[[], DocGenerator]
+
+    def __call__(self) -> DocGenerator:
+        return self.build()

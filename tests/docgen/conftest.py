@@ -6,6 +6,7 @@ import pytest
 from app.docgen.fake_generator import FakeDocGenerator
 from app.docgen.progress import Observer
 from app.docgen.runner import RunOptions, run_docgen
+from app.llm.types import GeneratorFactory
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo_project"
@@ -30,10 +31,22 @@ def git_init(root: Path) -> None:
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
 
 
-def run_fake(path: Path, gen: FakeDocGenerator | None = None, **kw):
+class CountingFactory(GeneratorFactory):
+    """A factory that declares its model id (so cached reruns need no load) and counts its calls."""
+
+    def __init__(self, gen) -> None:
+        super().__init__(gen.model_id, lambda: gen)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return super().__call__()
+
+
+def run_fake(path: Path, gen: FakeDocGenerator | None = None, factory=None, **kw):
     gen = gen or FakeDocGenerator()
     opts = RunOptions(path=path, **kw)
-    return run_docgen(opts, lambda: gen, Observer()), gen
+    return run_docgen(opts, factory or CountingFactory(gen), Observer()), gen
 
 
 @pytest.fixture

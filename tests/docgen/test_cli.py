@@ -46,9 +46,13 @@ def test_python_dash_m_app_diff(tmp_path, capsys):
     res = subprocess.run([sys.executable, "-m", "app", "run", str(demo), "--generator", "fake", "--diff", "--plain",
                           "--languages", "python"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "+++ b/geometry/measure.py" in res.stdout and "human docstrings kept" in res.stdout
-    assert "language not selected" in res.stdout  # the skipped JS/Go/Rust files are reported
+    # stdout is the patch alone (it can be piped to `git apply`); progress and report go to stderr.
+    assert res.stdout.startswith("--- a/") and "+++ b/geometry/measure.py" in res.stdout
+    assert "[docgen]" not in res.stdout and "docgen report" not in res.stdout
+    assert "human docstrings kept" in res.stderr and res.stderr.startswith("docgen: model: fake")
+    assert "language not selected" in res.stderr  # the skipped JS/Go/Rust files are reported
     assert '"""' not in (demo / "geometry" / "measure.py").read_text()
+    subprocess.run(["git", "apply", "--check", "-"], cwd=demo, input=res.stdout, text=True, check=True)
 
 
 def test_bad_input_messages(tmp_path, capsys):

@@ -62,13 +62,13 @@ def test_retry_puts_failure_in_context_and_flags_persistent_failures(tmp_path):
     root = write(tmp_path / "p", SRC)
     gen = FakeDocGenerator(fail_first=("mid",))
     contexts = []
-    real = gen.generate_batch_async
+    real = gen.generate_async
 
-    async def spy(chunks):
-        contexts.extend((c.name, c.context) for c in chunks)
-        return await real(chunks)
+    async def spy(chunk):  # the pipeline submits one chunk per call, retries as soon as a check fails
+        contexts.append((chunk.name, chunk.context))
+        return await real(chunk)
 
-    gen.generate_batch_async = spy
+    gen.generate_async = spy
     out, _ = run_fake(root, gen)
     retried = [ctx for name, ctx in contexts if name == "mid"]
     assert len(retried) == 2 and "failed these checks" in retried[1] and "invented_param" in retried[1]

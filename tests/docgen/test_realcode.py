@@ -1,7 +1,6 @@
 """Unit discovery, doc conventions, splitting to fit the window, and `docgen check` on small cases."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from pathlib import Path
@@ -62,10 +61,22 @@ def _pessimistic_count(chunk) -> int:
     return 40 + len(re.findall(r"\w+|[^\w\s]|\n\s*", text))
 
 
-@pytest.mark.parametrize("seq", [1024, 2048])
 @pytest.mark.parametrize("count", [None, _pessimistic_count])
-def test_long_units_are_split_until_every_prompt_fits(count, seq):
-    """click's longest function (its overload stubs, a 150-line docstring and the body)."""
+def test_long_docstring_is_cut_in_the_prompt_not_split(count):
+    """click's longest function at 2048: its 150-line docstring is cut in the prompt, so the whole
+    function fits as one chunk instead of parts documenting the docstring."""
+    cfg = PlanConfig(walk=WalkConfig(), max_seq_length=2048, max_new_tokens=256, count_prompt_tokens=count)
+    plan = make_plan(LONGEST, cfg)
+    whole = next(u for u in plan.units if u.qualname == "progressbar")
+    assert whole.parts == [] and cfg.fits(whole)
+    assert "left out of this prompt" in whole.prompt_code and "left out of this prompt" in whole.to_chunk("").existing_doc
+    assert whole.prompt_code.rstrip().endswith(whole.code.rstrip().splitlines()[-1].strip())  # the body is all there
+
+
+@pytest.mark.parametrize("count", [None, _pessimistic_count])
+def test_long_units_are_split_until_every_prompt_fits(count):
+    """click's longest function (its overload stubs, a 150-line docstring and the body) at 1024."""
+    seq = 1024
     cfg = PlanConfig(walk=WalkConfig(), max_seq_length=seq, max_new_tokens=256, count_prompt_tokens=count)
     plan = make_plan(LONGEST, cfg)
     whole = next(u for u in plan.units if u.qualname == "progressbar")
@@ -76,10 +87,10 @@ def test_long_units_are_split_until_every_prompt_fits(count, seq):
         return
     assert len(parts) >= 2 and whole.parts == [p.uid for p in parts]
     for u in plan.units:
-        # Every chunk docgen will send fits with context and new tokens. Known gap: a whole unit whose
-        # own docstring is longer than the window (progressbar's at 1024 with the dense counter) does not.
-        assert cfg.fits(u) or (u is whole and cfg.fits(dataclasses.replace(u, existing_doc=""))), u.qualname
-        if count is not None and u is not whole:
+        # Every chunk docgen will send fits with context and new tokens, the whole unit too (its
+        # docstring, longer than the window, is cut in the prompt).
+        assert cfg.fits(u), u.qualname
+        if count is not None:
             assert count(u.to_chunk("")) + CONTEXT_BUDGET_TOKENS + 256 <= seq
     # Parts tile the unit's source lines, one after another.
     assert parts[0].start_line == whole.start_line and parts[-1].end_line == whole.end_line
@@ -122,3 +133,19 @@ def test_check_cli_paths_json_exit_codes(tmp_path, capsys, monkeypatch):
     assert main(["check", ".", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["missing"] == report["missing"]
     assert main(["check", "nowhere.py"]) == 2
+
+
+def test_parts_cut_at_statement_starts(tmp_path):
+    """progressbar with its docstring shortened, at a window where parts are needed: every cut falls
+    where a statement starts."""
+    text = (LONGEST / "click_progressbar.py").read_text()
+    first = text.index('"""', text.index("def progressbar("))
+    last = text.index('"""', first + 3)
+    (tmp_path / "m.py").write_text(text[:first] + '"""Show a progress bar."""' + text[last + 3:])
+    cfg = PlanConfig(walk=WalkConfig(), max_seq_length=1300, max_new_tokens=256)
+    plan = make_plan(tmp_path, cfg)
+    whole = next(u for u in plan.units if u.qualname == "progressbar")
+    parts = [u for u in plan.units if u.part_of == whole.uid]
+    assert len(parts) >= 2
+    starts = statement_starts(whole.code, "python")
+    assert all(p.start_line - whole.start_line in starts for p in parts[1:])

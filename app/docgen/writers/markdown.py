@@ -5,10 +5,12 @@ so a run on one file rewrites only that page and rebuilds the index from all kno
 whose source was deleted is removed; a page edited by hand since docgen wrote it is left alone
 (and reported); and nothing else in the folder is ever touched. Every write is atomic and never
 goes through a link (`safe_write`).
+The text of a page is built in page.py (doc rendering in doctext.py, links and graph in pagebits.py).
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
@@ -17,9 +19,9 @@ from pathlib import Path
 from app.docgen import safe_write
 from app.docgen.planner import Plan
 from app.docgen.store import PageRow, Store
-from app.docgen.units import MODULE
+from app.docgen.writers.page import render_page as _page_text
+from app.docgen.writers.pagebits import call_links, page_counts
 
-FENCE_LANG = {"cpp": "cpp", "c": "c", "tsx": "tsx"}
 INDEX = "index.md"
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -49,31 +51,13 @@ class MarkdownResult:
     refused: list[str] = field(default_factory=list)  # writes refused (links), with the reason
 
 
-def render_page(plan: Plan, fc, docs: dict, flagged: dict[str, list[str]]) -> tuple[str, int, int]:
-    """(page text, units documented, units flagged) for one file's chunks."""
-    units = list(fc.units)
+def render_page(plan: Plan, fc, docs: dict, flagged: dict[str, list[str]], links, root_from_out: str
+                ) -> tuple[str, int, int, int]:
+    """(page text, units, documented, flagged among documented) for one file's chunks (parts counted)."""
     parts = [u for u in plan.units if u.path == fc.path and u.kind == "part"]
-    lines = [f"# `{fc.path}`", ""]
-    module = next(u for u in units if u.qualname == MODULE)
-    if module.existing_doc:
-        lines += [module.existing_doc, ""]
-    if module.uid in docs:
-        lines += [docs[module.uid].text, ""]
-    lines += _flag_lines(flagged.get(module.uid))
-    for u in units:
-        if u.qualname == MODULE:
-            continue
-        lines += [f"## {u.kind} `{u.qualname}`", "", f"Lines {u.start_line}-{u.end_line}", "",
-                  f"```{FENCE_LANG.get(u.language, u.language)}", u.signature, "```", ""]
-        if u.existing_doc:
-            lines += ["**From the source:**", "", u.existing_doc, ""]
-            if u.uid in docs:
-                lines += ["**Generated:**", ""]
-        lines += [docs[u.uid].text if u.uid in docs else "_Not documented (see the run report)._", ""]
-        lines += _flag_lines(flagged.get(u.uid))
-    n_doc = sum(1 for u in units if u.uid in docs)
-    n_flag = sum(1 for u in units + parts if u.uid in flagged)
-    return "\n".join(lines).rstrip() + "\n", n_doc, n_flag
+    text = _page_text(fc.path, fc.language, list(fc.units), plan.by_uid, docs, flagged, links, root_from_out)
+    c = page_counts(list(fc.units) + parts, docs, flagged)
+    return text, c.units, c.documented, c.flagged
 
 
 def render_index(project: str, rows: list[PageRow]) -> str:
@@ -103,11 +87,13 @@ def write_markdown(plan: Plan, docs: dict, flagged: dict[str, list[str]], out_di
     out = Path(out_dir)
     res = MarkdownResult()
     known = store.pages(out_key)
+    links = call_links(plan.units, plan.deps or plan.schedule.deps)
+    root_from_out = os.path.relpath(plan.root, out.resolve()).replace(os.sep, "/")
     for fc in plan.files:
-        text, n_doc, n_flag = render_page(plan, fc, docs, flagged)
+        text, n_units, n_doc, n_flag = render_page(plan, fc, docs, flagged, links, root_from_out)
         data = text.encode("utf-8")
         if _write(out, _page_name(fc.path), data, known, res):
-            store.put_page(out_key, PageRow(_page_name(fc.path), fc.path, fc.language, n_doc, len(fc.units), n_flag,
+            store.put_page(out_key, PageRow(_page_name(fc.path), fc.path, fc.language, n_doc, n_units, n_flag,
                                             _sha(data)))
     for page, row in known.items():
         if page == INDEX or (base / row.source).exists() or (base / row.source).is_symlink():
@@ -146,9 +132,3 @@ def _write(out: Path, page: str, data: bytes, known: dict[str, PageRow], res: Ma
         res.refused.append(str(exc))
         return False
     return True
-
-
-def _flag_lines(messages: list[str] | None) -> list[str]:
-    if not messages:
-        return []
-    return ["> **Flagged by checks:** " + "; ".join(messages), ""]

@@ -6,7 +6,12 @@ the wrappers plan for 7B-like shapes (28 q / 4 kv heads, head_dim 128, bf16 and 
 compiles each to a cubin for sm_90 (H100) with triton's bundled ptxas, reporting shared memory,
 registers and spills. Must run with TRITON_INTERPRET unset (the tests use a subprocess):
 
-    python -m app.engine.attention.triton_compile_check [--arch 90]
+    python -m app.engine.attention.triton_compile_check [--arch 90] [--ptxas DIR_OR_BINARY]
+
+--ptxas compiles with another ptxas (and its cuobjdump, if beside it), e.g. the one in the GPU
+machine's triton wheel, which allocates registers differently: `pip download triton==3.6.0
+--no-deps`, unzip 'triton/backends/nvidia/bin/*' to a temp dir, pass that bin dir. The whole
+other triton (its LLVM too) can be used by putting the unzipped wheel first on PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -57,11 +62,29 @@ def _signature(launch):
     return signature, constexprs, attrs
 
 
-def _resources(cubin: bytes) -> dict:
-    """Registers and spills per kernel from cuobjdump (bundled with triton)."""
+def _tool(name: str) -> str:
+    """A CUDA tool beside the chosen ptxas (TRITON_PTXAS_PATH) if there, else triton's bundled one."""
     import triton
 
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    chosen = os.environ.get("TRITON_PTXAS_PATH")
+    if chosen and os.path.exists(os.path.join(os.path.dirname(chosen), name)):
+        return os.path.join(os.path.dirname(chosen), name)
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def use_ptxas(path: str) -> str:
+    """Point triton at another ptxas (a binary or the bin dir holding one); returns its version line."""
+    binary = os.path.join(path, "ptxas") if os.path.isdir(path) else path
+    if not os.access(binary, os.X_OK):
+        raise FileNotFoundError(f"no executable ptxas at {binary}: pass the bin dir of an unzipped triton wheel")
+    os.environ["TRITON_PTXAS_PATH"] = os.path.abspath(binary)
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1] if out.strip() else "unknown"
+
+
+def _resources(cubin: bytes) -> dict:
+    """Registers and spills per kernel from cuobjdump."""
+    tool = _tool("cuobjdump")
     if not os.path.exists(tool):
         return {}
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -87,7 +110,8 @@ def compile_launch(launch, arch: int = 90) -> dict:
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options(dict(launch.options))
     compiled = triton.compile(src, target=target, options=options.__dict__)
-    info = {"kernel": launch.kernel.__name__, "grid": list(launch.grid), "shared_bytes": compiled.metadata.shared}
+    info = {"kernel": launch.kernel.__name__, "grid": list(launch.grid), "shared_bytes": compiled.metadata.shared,
+            "options": {k: launch.options[k] for k in ("num_warps", "num_stages") if k in launch.options}}
     info.update(_resources(compiled.asm["cubin"]))
     return info
 
@@ -132,21 +156,33 @@ def representative_launches(kv_dtype: torch.dtype, block_size: int = 16, dtype: 
     return launches
 
 
+VARIANTS = [dict(kv_dtype=torch.bfloat16)]
+if hasattr(torch, "float8_e4m3fn"):
+    VARIANTS.append(dict(kv_dtype=torch.float8_e4m3fn))
+VARIANTS += [
+    dict(kv_dtype=torch.bfloat16, hq=16, hkv=2, d=64),  # small models (head_dim 64)
+    # The fp32 test shapes, as the GPU test run compiles them (fp32 dot, head_dims 16 / 24 / 32).
+    dict(kv_dtype=torch.float32, dtype=torch.float32, block_size=4, hq=4, hkv=2, d=16),
+    dict(kv_dtype=torch.float32, dtype=torch.float32, block_size=4, hq=6, hkv=2, d=32),
+    dict(kv_dtype=torch.float32, dtype=torch.float32, block_size=16, hq=4, hkv=2, d=128),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (90 = H100)")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--ptxas", help="compile with this ptxas (binary or bin dir), e.g. triton 3.6's")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("unset TRITON_INTERPRET: the interpreter replaces the compiler", file=sys.stderr)
         return 2
-    variants = [dict(kv_dtype=torch.bfloat16)]
-    if hasattr(torch, "float8_e4m3fn"):
-        variants.append(dict(kv_dtype=torch.float8_e4m3fn))
-    # The fp32 test shapes, as the GPU test run compiles them (fp32 dot, head_dim 16).
-    variants.append(dict(kv_dtype=torch.float32, dtype=torch.float32, block_size=4, hq=4, hkv=2, d=16))
+    import triton
+
+    ptxas = use_ptxas(args.ptxas) if args.ptxas else "bundled"
+    print(f"# triton {triton.__version__}, ptxas {ptxas}", file=sys.stderr)
     results = []
-    for v in variants:
+    for v in VARIANTS:
         for launch in representative_launches(**v):
             info = compile_launch(launch, args.arch)
             info["variant"] = {k: str(x).removeprefix("torch.") for k, x in v.items()}

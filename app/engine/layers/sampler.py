@@ -36,11 +36,11 @@ def sample(
     if all(t == 0.0 for t in temperature):
         return greedy
     dev = logits.device
-    t = torch.tensor([x if x > 0 else 1.0 for x in temperature], device=dev).unsqueeze(1)
+    t = _on(dev, [x if x > 0 else 1.0 for x in temperature], torch.float32).unsqueeze(1)
     scaled = logits / t
     if any(k > 0 for k in top_k) or any(p < 1.0 for p in top_p):
         scaled = apply_top_k_top_p(
-            scaled, torch.tensor(top_k, device=dev), torch.tensor(top_p, device=dev, dtype=torch.float32)
+            scaled, _on(dev, top_k, torch.int64), _on(dev, top_p, torch.float32)
         )
     probs = scaled.softmax(-1)
     noise = torch.empty_like(probs).exponential_(generator=shared_generator)
@@ -48,5 +48,12 @@ def sample(
         if g is not None and temperature[i] > 0:
             noise[i].exponential_(generator=g)
     sampled = (probs / noise).argmax(-1)
-    is_greedy = torch.tensor([x == 0.0 for x in temperature], device=dev)
+    is_greedy = _on(dev, [x == 0.0 for x in temperature], torch.bool)
     return torch.where(is_greedy, greedy, sampled)
+
+
+def _on(dev: torch.device, values: list, dtype: torch.dtype) -> torch.Tensor:
+    """Host values on the device without a host sync (async scheduling keeps launching ahead):
+    a blocking copy (torch.tensor(..., device=cuda)) waits for the stream; a pinned non-blocking one does not."""
+    cpu = torch.tensor(values, dtype=dtype)
+    return cpu.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else cpu

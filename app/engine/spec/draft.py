@@ -26,7 +26,11 @@ from ..setup import build_model
 from ..tokenizer import Tokenizer
 from .verify import processed_probs
 
-DEFAULT_DRAFT_SEQS = 16  # draft KV pool holds this many full-length sequences unless max_batch_size says
+
+
+def draft_kv_blocks(target_blocks: int, seqs: int, max_model_len: int, k: int, block_size: int) -> int:
+    """The draft's pool when setup planned none: the target's, capped by what seqs sequences hold."""
+    return max(1, min(target_blocks, seqs * -(-(max_model_len + k) // block_size)))
 
 
 class _DraftSeq:
@@ -76,9 +80,11 @@ class DraftProposer:
         bs = ecfg.block_size
         self.runner = ModelRunner(model, llm.device, llm.dtype, bs)
         self.runner.set_backend(llm.runner.attn_layers[0].backend)
-        seqs = cfg.max_batch_size or DEFAULT_DRAFT_SEQS
-        tokens = min(llm.num_kv_blocks * bs, seqs * (llm.max_model_len + cfg.num_speculative_tokens))
-        self.num_blocks = max(1, -(-tokens // bs))
+        # Planned with the target's pool, before either was allocated (setup.plan_kv_pool): as many
+        # blocks as the target's, capped by what its sequences can hold.
+        self.num_blocks = int(llm.load_report.get("draft_kv_blocks") or draft_kv_blocks(
+            llm.num_kv_blocks, cfg.max_batch_size or ecfg.max_num_seqs, llm.max_model_len,
+            cfg.num_speculative_tokens, bs))
         self.runner.allocate_kv_cache(self.num_blocks, llm.dtype)
         self.bm = BlockManager(self.num_blocks, bs, enable_prefix_caching=False)
         self.vocab = llm.runner.model.spec.vocab_size  # target logits width
