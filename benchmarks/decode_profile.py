@@ -154,7 +154,7 @@ def profile_mode(path: str, async_on: bool, args, out_dir: str) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="checkpoint dir or hub id")
-    ap.add_argument("--preset", help="build a random checkpoint of this shape (app.engine.random_checkpoint; "
+    ap.add_argument("--preset", help="build a random checkpoint of this shape (benchmarks.random_checkpoint; "
                                      "default with --dry-run: tiny); deleted afterwards")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 with --dry-run)")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny random checkpoint")
@@ -171,7 +171,7 @@ def main(argv=None) -> dict:
         args.prompt_len = min(args.prompt_len, 64)
     path, built = args.model, None
     if not path and (args.preset or args.dry_run):
-        from app.engine.random_checkpoint import build_checkpoint
+        from benchmarks.random_checkpoint import build_checkpoint
 
         cuda = torch.cuda.is_available() and not args.dry_run
         built = tempfile.mkdtemp(prefix="decode_profile_")

@@ -85,7 +85,7 @@ def main(argv=None):
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from app.engine.random_checkpoint import build_checkpoint
+    from benchmarks.random_checkpoint import build_checkpoint
 
     torch.manual_seed(0)
     tmp = tempfile.mkdtemp(prefix="engine_cpu_")

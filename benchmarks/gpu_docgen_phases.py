@@ -72,7 +72,7 @@ def engine_kwargs(spec, **over) -> dict:
 
 
 def phase_checkpoint(spec, rec: Recorder) -> None:
-    from app.engine.random_checkpoint import build_checkpoint
+    from benchmarks.random_checkpoint import build_checkpoint
 
     dtype = getattr(torch, spec["dtype"])
     path = rec.step("build", lambda: build_checkpoint(spec["workdir"], spec["preset"], dtype=dtype,

@@ -65,7 +65,7 @@ def _common_prefix(a, b) -> int:
 def real_prompts(path, n):
     from transformers import AutoTokenizer
 
-    from app.llm.bench_chunks import load_chunks
+    from benchmarks.bench_chunks import load_chunks
     from app.llm.prompts import render_prompt
 
     tok = AutoTokenizer.from_pretrained(path)
@@ -83,7 +83,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    from app.engine.random_checkpoint import build_checkpoint
+    from benchmarks.random_checkpoint import build_checkpoint
     from transformers import AutoConfig
 
     path = args.model or str(build_checkpoint(tempfile.mkdtemp(prefix="quant_engine_"), args.preset))

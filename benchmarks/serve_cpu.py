@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--chunk-max", type=int, default=200)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    from app.engine.random_checkpoint import build_checkpoint
+    from benchmarks.random_checkpoint import build_checkpoint
     from transformers import AutoConfig
 
     path = str(build_checkpoint(tempfile.mkdtemp(prefix="serve-bench-"), args.preset))

@@ -74,7 +74,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     from app.engine import LLM
-    from app.engine.random_checkpoint import build_checkpoint
+    from benchmarks.random_checkpoint import build_checkpoint
 
     path = build_checkpoint(tempfile.mkdtemp(prefix="step_loop_"), args.preset)
     g = torch.Generator().manual_seed(0)

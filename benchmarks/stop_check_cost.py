@@ -34,7 +34,7 @@ def load_tokenizer(path: str | None):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(path), path
-    from app.engine.random_checkpoint import build_tokenizer
+    from benchmarks.random_checkpoint import build_tokenizer
 
     return build_tokenizer(None, vocab_size=4096), "a byte-level BPE trained on the standard library (4096 ids)"
 

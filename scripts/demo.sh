@@ -14,7 +14,7 @@ fi
 if [ -z "$MODEL" ]; then
   MODEL=.docgen-demo-model
   echo "no trained model found: building a tiny random-weight checkpoint in $MODEL (its docs will be gibberish)"
-  [ -f "$MODEL/config.json" ] || .venv/bin/python -c "from app.engine.random_checkpoint import build_checkpoint; build_checkpoint('$MODEL', 'tiny')"
+  [ -f "$MODEL/config.json" ] || .venv/bin/python -c "from benchmarks.random_checkpoint import build_checkpoint; build_checkpoint('$MODEL', 'tiny')"
 fi
 OUT=${DOCGEN_OUT:-demo_docs}
 rm -rf "$OUT" .docgen-demo-store

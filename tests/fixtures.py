@@ -1,7 +1,7 @@
 """Session-scoped fixtures shared by every test package (registered from tests/conftest.py).
 
 - `tiny_checkpoint(preset="tiny", **kwargs) -> Path`: a real HF-format checkpoint with random
-  weights (app.engine.random_checkpoint.build_checkpoint), built once per distinct arguments per
+  weights (benchmarks.random_checkpoint.build_checkpoint), built once per distinct arguments per
   test session under a session temporary directory.
 - `shared_models_dir`: the folder of small trained models, or a clean skip where it is absent (e.g.
   on a user's machine): $DOCGEN_SHARED_MODELS if set, else `shared/models` beside the repository
@@ -46,7 +46,7 @@ def _key(preset: str, kwargs: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Callable[..., pathlib.Path]:
-    from app.engine.random_checkpoint import build_checkpoint
+    from benchmarks.random_checkpoint import build_checkpoint
 
     built: dict[str, pathlib.Path] = {}
 

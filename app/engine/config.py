@@ -49,6 +49,8 @@ class EngineConfig:
     quantization: str | None = None
     quant_cache_dir: str | None = None  # None: ~/.cache/docgen-engine/quant; "": no cache
     kv_cache_dtype: str = "auto"
+    # fp8 KV: a JSON file of per-layer scales (KVScales.save); None = calibrate at load on a fixed prompt
+    kv_cache_scales: str | None = None
     lora_path: str | list[str] | None = None
     enable_compilation: bool = False
     # Overlap the step loop: schedule and prepare step N+1 while step N runs on the device, and
@@ -73,6 +75,8 @@ class EngineConfig:
             raise ValueError(f"quantization must be one of {QUANT_FORMATS}, got {self.quantization!r}")
         if self.kv_cache_dtype not in KV_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_DTYPES}, got {self.kv_cache_dtype!r}")
+        if self.kv_cache_scales is not None and self.kv_cache_dtype != "fp8":
+            raise ValueError("kv_cache_scales is only used with kv_cache_dtype='fp8'")
         if self.kv_cache_memory_gb is not None and self.kv_cache_memory_gb <= 0:
             raise ValueError("kv_cache_memory_gb must be > 0")
         if not 0.05 <= self.gpu_memory_utilization <= 0.99:

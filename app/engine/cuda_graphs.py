@@ -101,7 +101,7 @@ class CudaGraphDecoder:
         n = len(ids)
         b = self.bucket_for(n)
         assert b is not None, "batch larger than the largest captured bucket"
-        if self.capture_enabled and b not in self.graphs:  # e.g. fp8 KV scales come from the first prefill
+        if self.capture_enabled and b not in self.graphs:  # a bucket capture_all() did not capture
             self.capture(b)
         width = max(len(t) for t in tables)
         bt = torch.zeros(b, width, dtype=torch.int32)

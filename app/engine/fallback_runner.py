@@ -66,9 +66,9 @@ class FallbackRunner:
     def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int:
         return self.block_size * self.model.spec.kv_bytes_per_token(kv_dtype)
 
-    def allocate_kv_cache(self, num_blocks: int, kv_dtype: torch.dtype) -> None:
-        # Dense caches grow on demand; only the budget is recorded.
-        self.num_blocks, self.kv_dtype = num_blocks, kv_dtype
+    def allocate_kv_cache(self, num_blocks: int, spec) -> None:
+        """spec: a KVCacheSpec or a dtype. Dense caches grow on demand; only the budget is recorded."""
+        self.num_blocks, self.kv_dtype = num_blocks, getattr(spec, "dtype", spec)
 
     # ----- per-sequence caches -------------------------------------------------------------
     def _prune(self, keep: set[int]) -> None:

@@ -90,7 +90,7 @@ class LLM:
         cfg = self.config
         feature = "draft_model" if cfg.speculative.method == "draft" else "speculative_decoding"
         try:
-            return build_speculator(cfg.speculative, self)
+            return build_speculator(cfg.speculative, self._spec_context())
         except Exception as e:  # noqa: BLE001 - reported by feature name, never by traceback text
             reason = f"{type(e).__name__}: {e}"
             if feature not in cfg.optional_features:
@@ -101,6 +101,19 @@ class LLM:
             return self._build_speculator()
         cfg.speculative = SpeculativeConfig()
         return None
+
+    def _spec_context(self):
+        from .spec import SpecContext
+
+        return SpecContext(
+            block_manager=self.block_manager, max_model_len=self.max_model_len,
+            seq_generators=self._seq_generators, shared_generator=self._generator,
+            config=self.config, tokenizer=self.tokenizer, device=self.device, dtype=self.dtype,
+            # Only a draft model reads these two; the fallback runner (no paged attention layers,
+            # no DecoderSpec) refuses one at load.
+            attn_backend=self.runner.attn_layers[0].backend if self.runner.attn_layers else None,
+            vocab_size=getattr(self.runner.model.spec, "vocab_size", None),
+            num_kv_blocks=self.num_kv_blocks, planned_draft_kv_blocks=self.load_report.get("draft_kv_blocks"))
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -211,7 +224,7 @@ class LLM:
             return None
         try:
             logits, spans = self.runner.execute(out)
-            sampled = self._sample(logits, spans)
+            sampled = self._sample(logits, spans, out)
         except Exception as e:  # a failed forward fails its requests, not the engine
             done.extend(self._fail(out, e))
             return None
@@ -278,12 +291,12 @@ class LLM:
             pending.on_result = lambda host: self._store_logprobs(seqs, rows, host)
         return pending
 
-    def _sample(self, logits: torch.Tensor, spans) -> dict[int, list[int]]:
+    def _sample(self, logits: torch.Tensor, spans, out: SchedulerOutput) -> dict[int, list[int]]:
         if not spans:
             return {}
         seqs = {s.seq_id: s for s in self.scheduler.running}
         if self.spec is not None:
-            return self.spec.verify(logits, spans, seqs, self._seq_generators, self._generator)
+            return self.spec.verify(logits, spans, out, seqs)
         params = [seqs[sid].params for sid, _, _ in spans]
         raw = logits
         logits = self._mask_min_tokens(logits, [seqs[sid] for sid, _, _ in spans])

@@ -63,6 +63,7 @@ def kv_bytes_per_token(hf_config, kv_dtype: torch.dtype) -> int:
 
 def estimate_memory(cfg, hf_config, device: torch.device, dtype: torch.dtype, stored) -> MemoryEstimate:
     """Bytes the engine will allocate for this config (see setup.build_engine_parts)."""
+    from .kv_cache_spec import resolve_kv_dtype
     from .models.registry import has_native_implementation
     from .setup import CPU_KV_CAP_BYTES
 
@@ -76,7 +77,7 @@ def estimate_memory(cfg, hf_config, device: torch.device, dtype: torch.dtype, st
     max_pos = int(getattr(c, "max_position_embeddings", None) or 4096)
     native = has_native_implementation(hf_config)
     rotary = 2 * max_pos * _dims(c)["d"] * 4 if native else 0  # fp32 cos and sin, one row per position
-    kv_dtype = torch.float8_e4m3fn if cfg.kv_cache_dtype == "fp8" and native else dtype
+    kv_dtype = resolve_kv_dtype(cfg.kv_cache_dtype, dtype, native)
     per_token = kv_bytes_per_token(hf_config, kv_dtype)
     if cfg.kv_cache_memory_gb is not None:
         kv = int(cfg.kv_cache_memory_gb * GiB)

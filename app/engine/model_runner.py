@@ -1,7 +1,8 @@
 """ModelRunner: a scheduled batch -> input tensors -> model forward -> logits of sampling rows.
 
 Owns the model on its device and the paged KV pool (one (k, v) pair of
-(num_blocks, block_size, num_kv_heads, head_dim) tensors per layer).
+(num_blocks, block_size, num_kv_heads, head_dim) tensors per layer) with its KVCacheSpec (element
+type, fp8 scales), which it hands to the attention layers.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from .attention.metadata import AttentionMetadata
 from .inflight import PendingTokens, to_device
+from .kv_cache_spec import KVCacheSpec, as_kv_spec
 from .scheduler import SchedulerOutput
 
 
@@ -33,7 +35,7 @@ class ModelRunner:
         self.device, self.dtype, self.block_size = device, dtype, block_size
         self.attn_layers = [m for m in model.modules() if m.__class__.__name__ == "PagedAttention"]
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.kv_dtype = dtype
+        self.kv_spec = KVCacheSpec(dtype)
         self.graphs = None  # CudaGraphDecoder when decode runs through CUDA graphs
 
     # ----- KV pool -------------------------------------------------------------------------
@@ -42,16 +44,30 @@ class ModelRunner:
         elem = torch.empty(0, dtype=kv_dtype).element_size()
         return 2 * len(self.attn_layers) * self.block_size * a.num_kv_heads * a.head_dim * elem
 
-    def allocate_kv_cache(self, num_blocks: int, kv_dtype: torch.dtype) -> None:
-        self.kv_dtype = kv_dtype
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        return self.kv_spec.dtype
+
+    def allocate_kv_cache(self, num_blocks: int, spec: KVCacheSpec | torch.dtype) -> None:
+        """spec: the cache's KVCacheSpec (fp8: calibrated, see kv_cache_spec.calibrated), or a
+        dtype for a cache that needs no scales."""
+        spec = as_kv_spec(spec)
+        scales = [spec.layer_scales(i) for i in range(len(self.attn_layers))]  # fp8 without scales: error
+        self.kv_spec, kv_dtype = spec, spec.dtype
         self.kv_caches = []
-        for a in self.attn_layers:
+        for a, (k_scale, v_scale) in zip(self.attn_layers, scales):
+            a.k_scale, a.v_scale = k_scale, v_scale
             shape = (num_blocks, self.block_size, a.num_kv_heads, a.head_dim)
             # Zeros, not empty: padded reads of unused slots must not meet NaN garbage.
             k = torch.zeros(shape, dtype=kv_dtype, device=self.device)
             v = torch.zeros(shape, dtype=kv_dtype, device=self.device)
             a.k_cache, a.v_cache = k, v
             self.kv_caches.append((k, v))
+
+    def release_kv_cache(self) -> None:
+        for a in self.attn_layers:
+            a.k_cache = a.v_cache = torch.empty(0)
+        self.kv_caches = []
 
     def set_backend(self, backend_module) -> None:
         for a in self.attn_layers:

@@ -52,6 +52,23 @@ class SchedulerOutput:
     def is_empty(self) -> bool:
         return not self.scheduled
 
+    # What kind of step this is (as vLLM's SchedulerOutput carries its scheduled spec tokens):
+    # read by speculation, which must not guess it from the scheduler's counters.
+    @property
+    def num_spec_tokens(self) -> int:
+        """Speculative proposals scored in this step (the scheduler may have dropped some)."""
+        return sum(s.num_spec_tokens for s in self.scheduled)
+
+    @property
+    def is_speculative(self) -> bool:
+        return self.num_spec_tokens > 0
+
+    @property
+    def is_pure_decode(self) -> bool:
+        """Every sequence computes only its next token (plus its proposals): no prefill chunk."""
+        return bool(self.scheduled) and all(s.samples and s.num_new_tokens == 1 + s.num_spec_tokens
+                                            for s in self.scheduled)
+
 
 @dataclass
 class SchedulerStats:

@@ -15,6 +15,7 @@ import torch
 from .attention.backend import load_backend
 from .config import EngineConfig
 from .errors import UnsupportedFeature
+from .kv_cache_spec import KVCacheSpec, as_kv_spec, calibrated, kv_cache_spec
 from .memory_budget import KvPlan, draft_footprint, plan_kv_blocks, read_cuda_memory, usable_bytes
 from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
 from .model_check import check_model
@@ -130,29 +131,27 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
             _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
     runner = ModelRunner(model, device, dtype, cfg.block_size)
-    kv_dtype = dtype
-    if cfg.kv_cache_dtype == "fp8":
-        kv_dtype = torch.float8_e4m3fn
     backend = _backend_name(cfg, device)
     runner.set_backend(load_backend(backend))
     report["attention_backend"] = backend
-    try:
-        num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len, report)
+    try:  # fp8: scales fixed now (calibration prompt or scales file), before any request runs
+        kv_spec = calibrated(kv_cache_spec(cfg, dtype), runner, tok, max_model_len)
+        num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_spec, device, max_model_len, report)
     except ValueError:
-        raise  # no memory for any KV pool: not a feature's fault
+        raise  # no memory for any KV pool, or a bad scales file: not something to turn off silently
     except Exception as e:  # noqa: BLE001
-        if kv_dtype == dtype:
+        if cfg.kv_cache_dtype != "fp8":
             raise
         _optional_failed(cfg, report, "kv_cache_quantization", e, intact=True)
-        kv_dtype = dtype  # the pool in the model's dtype instead; the weights are untouched
-        num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_dtype, device, max_model_len, report)
+        kv_spec = KVCacheSpec(dtype)  # the pool in the model's dtype instead; the weights are untouched
+        num_blocks, max_model_len = allocate_kv_pool(cfg, runner, kv_spec, device, max_model_len, report)
     report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
-                  kv_cache_dtype=str(kv_dtype).replace("torch.", ""))
+                  **kv_spec.as_report())
     if cfg.enable_compilation:
         from .compile import compile_model_
 
         report["compile"] = compile_model_(model, device)
-    report["cuda_graphs"] = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype)
+    report["cuda_graphs"] = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
 
 
@@ -196,17 +195,18 @@ def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
     return "torch_cpu"
 
 
-def allocate_kv_pool(cfg: EngineConfig, runner, kv_dtype, device, max_model_len: int,
+def allocate_kv_pool(cfg: EngineConfig, runner, kv_spec: KVCacheSpec | torch.dtype, device, max_model_len: int,
                      report: dict | None = None) -> tuple[int, int]:
     """Sizes and allocates the KV pool; returns (num_blocks, max_model_len capped to what fits).
 
     With a draft model the plan also reserves the draft's weights and KV pool; report["draft_kv_blocks"]
     tells the draft how many blocks it may allocate (memory_budget.py)."""
-    plan = plan_kv_pool(cfg, runner, kv_dtype, device, max_model_len)
+    kv_spec = as_kv_spec(kv_spec)
+    plan = plan_kv_pool(cfg, runner, kv_spec.dtype, device, max_model_len)
     num_blocks = plan.num_blocks
     if report is not None and plan.draft_blocks:
         report["draft_kv_blocks"] = plan.draft_blocks
-    runner.allocate_kv_cache(num_blocks, kv_dtype)
+    runner.allocate_kv_cache(num_blocks, kv_spec)
     if num_blocks * cfg.block_size < max_model_len:
         log.warning("KV pool holds %d tokens, less than max_model_len %d: capping max_model_len",
                     num_blocks * cfg.block_size, max_model_len)
@@ -246,7 +246,7 @@ def plan_kv_pool(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_m
     return plan
 
 
-def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype) -> dict:
+def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len) -> dict:
     if device.type != "cuda":
         return {"active": False, "reason": "CUDA graphs need a CUDA device"}
     if cfg.enforce_eager:
@@ -259,11 +259,9 @@ def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len, kv_dtype) ->
 
     t0 = time.perf_counter()
     runner.graphs = g = CudaGraphDecoder(runner.model, device, cfg.max_num_seqs, max_model_len, cfg.block_size)
-    lazy = kv_dtype == torch.float8_e4m3fn  # fp8 scales come from the first real prefill
-    if not lazy:
-        g.capture_all()
-        # start-up time on a bare GPU machine is mostly this (and Triton compiles inside it)
-        log.info("captured %d CUDA graphs (batch sizes %s) in %.1f s", len(g.buckets), g.buckets,
-                 time.perf_counter() - t0)
+    g.capture_all()  # fp8 KV scales are fixed by now (kv_cache_spec.py), so graphs may bake them in
+    # start-up time on a bare GPU machine is mostly this (and Triton compiles inside it)
+    log.info("captured %d CUDA graphs (batch sizes %s) in %.1f s", len(g.buckets), g.buckets,
+             time.perf_counter() - t0)
     return {"active": True, "buckets": g.buckets, "capture_seconds": time.perf_counter() - t0,
-            "captured": "lazily, per bucket on first use" if lazy else "at start-up"}
+            "captured": "at start-up"}

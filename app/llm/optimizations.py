@@ -186,7 +186,7 @@ class OptimizationPlan:
             else self.notes.get("quantization", "quantization='none': weights in " + str(r.get("dtype"))))
         kvd = str(r.get("kv_cache_dtype", ""))
         add("kv_cache_quantization", "enable_kv_cache_quantization", req["enable_kv_cache_quantization"],
-            "float8" in kvd, f"KV cache stored as {kvd} (per-layer scales from the first batch, not calibrated)" if "float8" in kvd
+            "float8" in kvd, f"KV cache stored as {kvd} (per-layer scales: {(r.get('kv_cache_scales') or {}).get('source')})" if "float8" in kvd
             else self.notes.get("kv_cache_quantization", f"KV cache in {kvd}"))
         compiled = bool((r.get("compile") or {}).get("active"))
         if self.compile and not compiled:
@@ -210,8 +210,8 @@ class OptimizationPlan:
             "(the flash-attn package is not used)" if backend == "triton"
             else self.notes.get("flash_attention", f"attention backend {backend}"))
         if "float8" in kvd and str(getattr(llm.hf_config, "model_type", "")).startswith("qwen"):
-            self.warn("kv_fp8_qwen", "enable_kv_cache_quantization=True on a Qwen2-family model: uncalibrated fp8 KV "
-                      "(our scales come from the first batch, not from calibration) is known to degrade Qwen2/Qwen2.5 outputs; measure agreement "
+            self.warn("kv_fp8_qwen", "enable_kv_cache_quantization=True on a Qwen2-family model: fp8 KV "
+                      "(our scales are calibrated on one fixed prompt, not on your data) is known to degrade Qwen2/Qwen2.5 outputs; measure agreement "
                       "(python -m app.llm.benchmark_local --ablation reports identical-output shares)")
         return opts
 

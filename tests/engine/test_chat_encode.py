@@ -4,7 +4,7 @@ import copy
 import pytest
 
 from app.engine import chat_encode as ce
-from app.engine.random_checkpoint import build_tokenizer
+from benchmarks.random_checkpoint import build_tokenizer
 from app.engine.tokenizer import Tokenizer
 
 FIM = "<|fim_prefix|>"  # added but not special, as a coder model's FIM tokens are

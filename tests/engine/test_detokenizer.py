@@ -23,7 +23,7 @@ CORPUS = TEXTS * 20 + [open(__file__, encoding="utf-8").read()]
 
 
 def _byte_level():
-    from app.engine.random_checkpoint import build_tokenizer
+    from benchmarks.random_checkpoint import build_tokenizer
 
     return build_tokenizer(None, vocab_size=512)
 

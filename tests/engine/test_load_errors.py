@@ -45,10 +45,12 @@ def test_fp8_kv_pool_failure_keeps_the_weights(ckpt, loads, monkeypatch):
 
     real = ModelRunner.allocate_kv_cache
 
-    def no_fp8(self, num_blocks, dtype):
-        if dtype == torch.float8_e4m3fn:
+    def no_fp8(self, num_blocks, spec):
+        from app.engine.kv_cache_spec import as_kv_spec
+
+        if as_kv_spec(spec).dtype == torch.float8_e4m3fn:
             raise TypeError("float8 storage is not supported here")
-        return real(self, num_blocks, dtype)
+        return real(self, num_blocks, spec)
 
     monkeypatch.setattr(ModelRunner, "allocate_kv_cache", no_fp8)
     with pytest.raises(UnsupportedFeature) as err:

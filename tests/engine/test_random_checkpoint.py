@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from app.engine import random_checkpoint as rc
+from benchmarks import random_checkpoint as rc
 
 TINY_PRESETS = ["tiny", "tiny-untied", "tiny-llama", "tiny-llama3", "tiny-mistral", "tiny-qwen3"]
 EXPECTED_TYPE = {

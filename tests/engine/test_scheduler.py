@@ -103,3 +103,21 @@ def test_finish_frees_blocks_and_stop_reasons():
     sched.add(e)
     fake_step(sched, token=0)  # EOS
     assert e.finish_reason == "stop"
+
+
+def test_output_marks_pure_decode_and_speculative_steps():
+    """SchedulerOutput says what kind of step it is (speculation's throughput policy reads it)."""
+    _, sched = make(budget=6, max_seqs=2)
+    a, b = seq(range(1, 5), max_tokens=10), seq(range(11, 17), max_tokens=10)
+    sched.add(a)
+    sched.add(b)
+    out = fake_step(sched)  # a's whole prompt (4) + b's first chunk (2): prefill
+    assert not out.is_pure_decode and not out.is_speculative
+    out = fake_step(sched)  # a decodes (1), b's last chunk (4) completes its prefill: still mixed
+    assert [x.num_new_tokens for x in out.scheduled] == [1, 4] and not out.is_pure_decode
+    out = fake_step(sched)  # both decode
+    assert out.is_pure_decode and not out.is_speculative and out.num_spec_tokens == 0
+    a.spec_token_ids = [5, 6]  # two proposals to verify: 3 rows, still pure decode
+    out = sched.schedule()
+    assert out.is_pure_decode and out.is_speculative and out.num_spec_tokens == 2
+    sched.update(out, {a.seq_id: [5, 9], b.seq_id: [7]})

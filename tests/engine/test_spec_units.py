@@ -123,3 +123,17 @@ def test_auto_policy_follows_measured_throughput_per_batch_bucket():
         frac_on = sum(tail) / len(tail)
         assert frac_on > 0.9 if on_rate > off_rate else frac_on < 0.1
     assert pol.auto_max_batch_size() == 1
+
+
+def test_speculation_reads_the_engine_only_through_its_context():
+    """app/engine/spec sees the engine through SpecContext and SchedulerOutput: no LLM object, no
+    private fields, no scheduler counters (which is how it used to guess pure-decode steps)."""
+    import pathlib
+    import re
+
+    import app.engine.spec as spec
+
+    for f in pathlib.Path(spec.__file__).parent.glob("*.py"):
+        src = f.read_text()
+        for pat in (r"\bllm\b", r"\._seq_generators\b", r"\._generator\b", r"\.stats\.computed_tokens"):
+            assert not re.search(pat, src), f"{f.name} reaches into the engine: {pat}"

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from app.llm import bench_chunks, bench_measure, benchmark_local
+from app.llm import benchmark_local
+from benchmarks import bench_chunks, bench_measure
 from app.llm.types import DocResult
 
 

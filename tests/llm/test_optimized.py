@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 from app.llm import optimizations
-from app.llm.bench_chunks import load_chunks
+from benchmarks.bench_chunks import load_chunks
 from app.llm.local_client_optimized import OptimizedLocalDocGenerator, create_optimized_local_generator
 from app.llm.types import CodeChunk, DocGenerator
 

@@ -3,7 +3,7 @@ the prompt the baseline and the optimized generators actually run (issue 12, ite
 import pytest
 
 from app.engine.chat_encode import added_token_texts
-from app.engine.random_checkpoint import build_tokenizer
+from benchmarks.random_checkpoint import build_tokenizer
 from app.llm import prompts
 from app.llm.types import CodeChunk
 

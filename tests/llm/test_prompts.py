@@ -3,7 +3,7 @@ import copy
 
 import pytest
 
-from app.engine.random_checkpoint import build_tokenizer
+from benchmarks.random_checkpoint import build_tokenizer
 from app.llm import prompts
 from app.llm.types import CodeChunk
 

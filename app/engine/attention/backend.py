@@ -15,16 +15,6 @@ from torch import nn
 from .metadata import AttentionMetadata
 from .torch_ref import FP8_DTYPES
 
-# Headroom over the first batch's largest |K|/|V| when fp8 scales come from data: values up to
-# 2x larger than any seen so far still fit; e4m3's range below that costs little precision.
-FP8_SCALE_MARGIN = 2.0
-
-
-def compute_kv_scale(t: torch.Tensor, margin: float) -> float:
-    from ..quant.fp8_kv import compute_kv_scale as f
-
-    return f(t, margin=margin)
-
 BACKENDS = {
     "torch_ref": "app.engine.attention.torch_ref",  # the oracle
     "torch_cpu": "app.engine.attention.torch_cpu",  # torch_ref + a dense decode copy (CPU default)
@@ -46,8 +36,8 @@ class PagedAttention(nn.Module):
         # Assigned by the model runner once the KV pool is allocated.
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)
-        # fp8 KV only: per-layer scales (stored value = x / scale). Calibrated scales may be set
-        # by the loader; otherwise the first batch this layer sees sets them, with headroom.
+        # fp8 KV only: this layer's scales (stored value = x / scale), fixed before the first
+        # request by the runner's KVCacheSpec (kv_cache_spec.py); never taken from live traffic.
         self.k_scale: float | None = None
         self.v_scale: float | None = None
 
@@ -55,7 +45,7 @@ class PagedAttention(nn.Module):
         """q (T, Hq, D), k/v (T, Hkv, D) -> (T, Hq, D)."""
         b = self.backend
         if self.k_scale is None and self.k_cache.dtype in FP8_DTYPES:
-            self.k_scale = compute_kv_scale(k, margin=FP8_SCALE_MARGIN)
-            self.v_scale = compute_kv_scale(v, margin=FP8_SCALE_MARGIN)
+            raise RuntimeError("fp8 KV cache without scales: allocate it through ModelRunner with a "
+                               "calibrated KVCacheSpec (app/engine/kv_cache_spec.py)")
         b.store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping, self.k_scale, self.v_scale)
         return b.paged_attention(q, self.k_cache, self.v_cache, meta, self.scale, self.k_scale, self.v_scale)

@@ -20,7 +20,7 @@ from .torch_ref import is_fp8
 
 @dataclass
 class Launch:
-    """One kernel launch, kept as data so triton_compile_check can compile exactly what runs."""
+    """One kernel launch, kept as data so tools/triton_compile_check.py can compile exactly what runs."""
 
     kernel: object  # a @triton.jit function
     grid: tuple[int, ...]

@@ -44,7 +44,7 @@ def default_prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
 def gpu_prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
     """The compiled kernel's tiles (tests also run them under the interpreter, for correctness).
 
-    Register budgets checked with triton_compile_check under triton 3.6 (the GPU machine's) and 3.9:
+    Register budgets checked with tools/triton_compile_check.py under triton 3.6 (the GPU machine's) and 3.9:
     fp32 operands take twice the registers of bf16, and 128x64 fp32 tiles spill under 3.6's
     compiler (head_dim 16: 255 registers + 24 B stack; head_dim 128: 41 KB stack)."""
     if dtype == torch.float32:

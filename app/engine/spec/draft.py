@@ -24,6 +24,7 @@ from ..model_runner import ModelRunner
 from ..scheduler import ScheduledSeq, SchedulerOutput
 from ..setup import build_model
 from ..tokenizer import Tokenizer
+from .context import SpecContext
 from .verify import processed_probs
 
 
@@ -67,27 +68,27 @@ def check_same_vocabulary(target: Tokenizer, draft: Tokenizer, target_name: str,
 
 
 class DraftProposer:
-    def __init__(self, cfg: SpeculativeConfig, llm):
-        ecfg = llm.config
+    def __init__(self, cfg: SpeculativeConfig, ctx: SpecContext):
+        ecfg, self.ctx = ctx.config, ctx
         path = resolve_model_path(cfg.draft_model)
         self.tokenizer = Tokenizer(path, ecfg.trust_remote_code)
-        check_same_vocabulary(llm.tokenizer, self.tokenizer, ecfg.model, cfg.draft_model)
+        check_same_vocabulary(ctx.tokenizer, self.tokenizer, ecfg.model, cfg.draft_model)
         hf = load_hf_config(path, ecfg.trust_remote_code)
         self.max_positions = int(getattr(hf, "max_position_embeddings", 4096))
         dcfg = replace(ecfg, model=str(cfg.draft_model), lora_path=None, quantization=None,
                        speculative=SpeculativeConfig())
-        model, _ = build_model(dcfg, path, hf, llm.device, llm.dtype, self.max_positions)
+        model, _ = build_model(dcfg, path, hf, ctx.device, ctx.dtype, self.max_positions)
         bs = ecfg.block_size
-        self.runner = ModelRunner(model, llm.device, llm.dtype, bs)
-        self.runner.set_backend(llm.runner.attn_layers[0].backend)
+        self.runner = ModelRunner(model, ctx.device, ctx.dtype, bs)
+        self.runner.set_backend(ctx.attn_backend)
         # Planned with the target's pool, before either was allocated (setup.plan_kv_pool): as many
         # blocks as the target's, capped by what its sequences can hold.
-        self.num_blocks = int(llm.load_report.get("draft_kv_blocks") or draft_kv_blocks(
-            llm.num_kv_blocks, cfg.max_batch_size or ecfg.max_num_seqs, llm.max_model_len,
+        self.num_blocks = int(ctx.planned_draft_kv_blocks or draft_kv_blocks(
+            ctx.num_kv_blocks, cfg.max_batch_size or ecfg.max_num_seqs, ctx.max_model_len,
             cfg.num_speculative_tokens, bs))
-        self.runner.allocate_kv_cache(self.num_blocks, llm.dtype)
+        self.runner.allocate_kv_cache(self.num_blocks, ctx.dtype)
         self.bm = BlockManager(self.num_blocks, bs, enable_prefix_caching=False)
-        self.vocab = llm.runner.model.spec.vocab_size  # target logits width
+        self.vocab = ctx.vocab_size  # target logits width
         self.token_budget = ecfg.max_num_batched_tokens
         self.states: dict[int, _DraftSeq] = {}
         self._clock = 0
@@ -132,7 +133,7 @@ class DraftProposer:
         return True
 
     # ----- proposing -----------------------------------------------------------------------
-    def propose(self, seqs: list, ks: dict[int, int], llm) -> dict[int, tuple[list[int], torch.Tensor | None]]:
+    def propose(self, seqs: list, ks: dict[int, int]) -> dict[int, tuple[list[int], torch.Tensor | None]]:
         """{seq_id: (k proposals, (k, V) draft probabilities or None for greedy requests)}."""
         self._clock += 1
         protect = {s.seq_id for s in seqs}
@@ -150,7 +151,7 @@ class DraftProposer:
         active = live
         while True:
             for seq, d, _ in active:
-                x, q = self._choose(rows[seq.seq_id], seq.params, llm._seq_generators.get(seq.seq_id, llm._generator))
+                x, q = self._choose(rows[seq.seq_id], seq.params, self.ctx.generator_for(seq.seq_id))
                 d.token_ids.append(x)
                 props[seq.seq_id].append(x)
                 if q is not None:

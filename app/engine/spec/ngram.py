@@ -26,7 +26,7 @@ class NgramProposer:
         for sid in [s for s in self._index if s not in seq_ids]:
             del self._index[sid]
 
-    def propose(self, seqs: list, ks: dict[int, int], llm=None) -> dict[int, tuple[list[int], None]]:
+    def propose(self, seqs: list, ks: dict[int, int]) -> dict[int, tuple[list[int], None]]:
         """{seq_id: (proposals, None)}; None: the draft distribution is a point mass."""
         return {s.seq_id: (self.lookup(s.seq_id, s.token_ids, ks[s.seq_id]), None) for s in seqs}
 

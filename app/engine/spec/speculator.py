@@ -7,6 +7,16 @@ sequences (prefill complete). The scheduler scores 1 + k positions for them (or 
 when the token budget is short) and `verify(...)` turns each span of logits rows into the tokens
 to append: accepted proposals plus one token from the target. Rejected proposals leave KV behind in
 slots past `num_computed_tokens`, which the next step overwrites before anything reads them.
+
+It sees the engine only through a SpecContext, and learns what kind of step ran (speculative, pure
+decode) from the SchedulerOutput.
+
+Seeded sampled requests are never speculated on. Their promise is the same tokens whatever else
+runs; rejection sampling draws from the request's generator a data-dependent number of times (the
+draft's draws, one uniform per proposal, a residual draw), and whether a step speculates depends
+on the automatic policy's wall-clock measurements and the batch, so the stream (and the tokens)
+would depend on machine load. Greedy requests (no draws) and unseeded sampled requests (no
+reproducibility promise; their distribution stays exact) are speculated on as before.
 """
 from __future__ import annotations
 
@@ -16,16 +26,18 @@ import torch
 
 from ..config import SpeculativeConfig
 from ..layers.sampler import sample
+from ..scheduler import SchedulerOutput
+from .context import SpecContext, seeded_sampled
 from .policy import SpecPolicy
 from .verify import greedy_accept, processed_probs, rejection_sample
 
 
 class Speculator:
-    def __init__(self, cfg: SpeculativeConfig, llm, proposer):
-        self.cfg, self.llm, self.proposer = cfg, llm, proposer
+    def __init__(self, cfg: SpeculativeConfig, ctx: SpecContext, proposer):
+        self.cfg, self.ctx, self.proposer = cfg, ctx, proposer
         self.policy = SpecPolicy(cfg.num_speculative_tokens, cfg.max_batch_size)
         self._q: dict[int, torch.Tensor] = {}  # seq_id -> (k, V) draft probabilities (sampled requests)
-        self._step: tuple | None = None  # (t0, speculated, num_running, computed_tokens_before)
+        self._step: tuple | None = None  # (t0, num_running) of the step being proposed for
         self.steps = self.spec_steps = 0
         self.proposed = self.accepted = self.verified = self.emitted = 0
         self.propose_seconds = 0.0
@@ -41,26 +53,24 @@ class Speculator:
         self.policy.forget(ids)
         on = self.policy.should_speculate(len(running))
         if on:
-            decoding = [s for s in running if s.num_computed_tokens == s.num_tokens - 1]
+            decoding = [s for s in running
+                        if s.num_computed_tokens == s.num_tokens - 1 and not seeded_sampled(s.params)]
             ks = self._token_counts(decoding, running)
             if ks:
-                props = self.proposer.propose([s for s in decoding if s.seq_id in ks], ks, self.llm)
+                props = self.proposer.propose([s for s in decoding if s.seq_id in ks], ks)
                 for seq in decoding:
                     toks, q = props.get(seq.seq_id, ([], None))
                     seq.spec_token_ids = list(toks)
                     if q is not None and toks:
                         self._q[seq.seq_id] = q
         self.propose_seconds += time.perf_counter() - t0
-        # A step counts as speculative only if something was proposed: an "on" step where the
-        # proposer found nothing is a plain decode step and must not lower the "on" arm's rate.
-        proposed = on and any(s.spec_token_ids for s in running)
-        self._step = (t0, proposed, len(running), self.llm.scheduler.stats.computed_tokens)
+        self._step = (t0, len(running))
 
     def _token_counts(self, decoding: list, running: list) -> dict[int, int]:
         """k per sequence: the policy's choice, capped by max_tokens, the model length and the
         KV blocks free beyond what plain decoding of every running sequence needs (proposals
         must never force a preemption)."""
-        bm, max_len = self.llm.block_manager, self.llm.max_model_len
+        bm, max_len = self.ctx.block_manager, self.ctx.max_model_len
         free = bm.num_free_blocks - sum(max(0, bm.blocks_needed(s.num_tokens) - len(s.block_table))
                                         for s in running)
         ks: dict[int, int] = {}
@@ -77,11 +87,11 @@ class Speculator:
         return ks
 
     # ----- after the forward ---------------------------------------------------------------
-    def verify(self, logits: torch.Tensor, spans, seqs_by_id: dict, seq_generators: dict,
-               shared_generator: torch.Generator) -> dict[int, list[int]]:
-        """logits (R, V) float32; spans [(seq_id, first_row, num_rows)]. Returns, per span, the
-        accepted proposals followed by the target's own next token."""
-        out: dict[int, list[int]] = {}
+    def verify(self, logits: torch.Tensor, spans, out: SchedulerOutput, seqs_by_id: dict) -> dict[int, list[int]]:
+        """logits (R, V) float32; spans [(seq_id, first_row, num_rows)] of the step `out`. Returns,
+        per span, the accepted proposals followed by the target's own next token."""
+        gen = self.ctx.generator_for
+        res: dict[int, list[int]] = {}
         plain = []  # (seq_id, row) without proposals: sampled exactly as without speculation
         for sid, first, rows in spans:
             seq = seqs_by_id[sid]
@@ -99,8 +109,8 @@ class Speculator:
                 q = self._q.get(sid)
                 if q is not None and q.shape[-1] != probs.shape[-1]:
                     q = _fit_vocab(q, probs.shape[-1])
-                toks = rejection_sample(probs, props, q, seq_generators.get(sid, shared_generator))
-            out[sid] = toks
+                toks = rejection_sample(probs, props, q, gen(sid))
+            res[sid] = toks
             a = len(toks) - 1
             seq.spec_proposed += len(props)
             seq.spec_accepted += a
@@ -110,26 +120,30 @@ class Speculator:
         if plain:
             rows = logits[torch.tensor([r for _, r in plain], device=logits.device)]
             params = [seqs_by_id[sid].params for sid, _ in plain]
+            # The same call as the engine's sampler without speculation: seeded rows draw from
+            # their request's generator, the others in one batch from the engine's.
             toks = sample(rows, [p.temperature for p in params], [p.top_k for p in params],
-                          [p.top_p for p in params], [seq_generators.get(sid) for sid, _ in plain],
-                          shared_generator).tolist()
+                          [p.top_p for p in params], [self.ctx.seq_generators.get(sid) for sid, _ in plain],
+                          self.ctx.shared_generator).tolist()
             for (sid, _), t in zip(plain, toks):
-                out[sid] = [t]
-        self._record_step(spans, out)
-        return out
+                res[sid] = [t]
+        self._record_step(out, res)
+        return res
 
-    def _record_step(self, spans, out: dict[int, list[int]]) -> None:
+    def _record_step(self, out: SchedulerOutput, res: dict[int, list[int]]) -> None:
         if self._step is None:
             return
-        t0, on, n_running, computed_before = self._step
-        self._step = None
+        (t0, n_running), self._step = self._step, None
+        # A step counts as speculative only if proposals were scored: an "on" step where the
+        # proposer found nothing (or the budget dropped them) is a plain decode step and must
+        # not lower the "on" arm's rate.
+        on = out.is_speculative
         self.steps += 1
         self.spec_steps += int(on)
-        emitted = sum(len(v) for v in out.values())
+        emitted = sum(len(v) for v in res.values())
         self.emitted += emitted
         # Only pure-decode steps are comparable (a prefill chunk would dominate the time).
-        scored = sum(rows for _, _, rows in spans)
-        if self.llm.scheduler.stats.computed_tokens - computed_before == scored:
+        if out.is_pure_decode:
             self.policy.observe_step(n_running, on, emitted, time.perf_counter() - t0)
 
     # ----- reporting -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ the wrappers plan for 7B-like shapes (28 q / 4 kv heads, head_dim 128, bf16 and 
 compiles each to a cubin for sm_90 (H100) with triton's bundled ptxas, reporting shared memory,
 registers and spills. Must run with TRITON_INTERPRET unset (the tests use a subprocess):
 
-    python -m app.engine.attention.triton_compile_check [--arch 90] [--ptxas DIR_OR_BINARY]
+    python -m tools.triton_compile_check [--arch 90] [--ptxas DIR_OR_BINARY]   # from the repository root
 
 --ptxas compiles with another ptxas (and its cuobjdump, if beside it), e.g. the one in the GPU
 machine's triton wheel, which allocates registers differently: `pip download triton==3.6.0
@@ -119,10 +119,10 @@ def compile_launch(launch, arch: int = 90) -> dict:
 def representative_launches(kv_dtype: torch.dtype, block_size: int = 16, dtype: torch.dtype = torch.bfloat16,
                             hq: int = 28, hkv: int = 4, d: int = 128) -> list:
     """Plans of every kernel at the given shapes (default: 7B-like); only shapes matter."""
-    from .metadata import AttentionMetadata
-    from .triton_decode import DecodeConfig, plan_decode
-    from .triton_prefill import default_prefill_config, plan_prefill
-    from .triton_store_kv import plan_store_kv
+    from app.engine.attention.metadata import AttentionMetadata
+    from app.engine.attention.triton_decode import DecodeConfig, plan_decode
+    from app.engine.attention.triton_prefill import default_prefill_config, plan_prefill
+    from app.engine.attention.triton_store_kv import plan_store_kv
 
     dt = dtype
     # "meta" tensors: shapes and strides without memory; a meta scale takes the pointer path

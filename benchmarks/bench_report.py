@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from app.llm.bench_measure import RunMetrics
+from benchmarks.bench_measure import RunMetrics
 
 
 def environment(device: torch.device) -> dict[str, Any]:

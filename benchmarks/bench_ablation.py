@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from app.llm import bench_measure
+from benchmarks import bench_measure
 from app.llm.types import CodeChunk, DocResult
 
 
