@@ -29,6 +29,7 @@ def dry_run(tmp_path_factory):
     return out, p
 
 
+@pytest.mark.slow  # the whole GPU script on the CPU, Triton under the interpreter (about a minute)
 def test_dry_run_writes_every_file_with_true_counts(dry_run):
     out, p = dry_run
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]

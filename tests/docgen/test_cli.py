@@ -4,7 +4,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -73,17 +72,12 @@ def test_empty_directory_runs(tmp_path, capsys):
     assert "chunks: 0" in capsys.readouterr().out
 
 
-TRAINED = Path(__file__).resolve().parents[3] / "shared" / "models" / "docstring-13m"
-
-
 @pytest.fixture(params=["random-tiny", "trained-13m"])
 def tiny_model(request, tiny_checkpoint):
     """Always the locally built random checkpoint; also the trained one where this machine has it."""
     if request.param == "random-tiny":
         return tiny_checkpoint("tiny")
-    if not (TRAINED / "config.json").exists():
-        pytest.skip("the trained docstring-13m checkpoint is not on this machine")
-    return TRAINED
+    return request.getfixturevalue("trained_docstring_model")
 
 
 def test_end_to_end_with_tiny_checkpoint(tmp_path, tiny_model):
@@ -116,4 +110,6 @@ def test_unloadable_model_is_a_clear_message(tmp_path, capsys, monkeypatch):
     (tmp_path / "a.py").write_text("def f():\n    return 1\n")
     assert main(["run", str(tmp_path), "--model", "nobody/no-such-model-xyz", "--plain"]) == 2
     err = capsys.readouterr().err
-    assert "--model /path/to/model" in err or "optimized generator could not be imported" in err
+    # The generator imports in this install: the only acceptable failure is the missing model.
+    assert "--model /path/to/model" in err and "nobody/no-such-model-xyz" in err, err
+    assert "could not be imported" not in err and "Traceback" not in err, err

@@ -1,11 +1,14 @@
 """enable_compilation: compiled elementwise modules give the same greedy tokens as eager."""
 from __future__ import annotations
 
+import pytest
+
 from app.engine import LLM, SamplingParams
 
 from .oracle import shared_prefix_prompts
 
 
+@pytest.mark.slow
 def test_compiled_matches_eager(tiny_checkpoint):
     from torch._dynamo.utils import counters
 

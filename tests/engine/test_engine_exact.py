@@ -19,7 +19,8 @@ def check_against_oracle(path, llm, prompts, max_new=MAX_NEW):
     return outs
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-untied", "tiny-llama", "tiny-llama3", "tiny-mistral", "tiny-qwen3"])
+@pytest.mark.parametrize("preset", ["tiny"] + [pytest.param(p, marks=pytest.mark.slow) for p in (
+    "tiny-untied", "tiny-llama", "tiny-llama3", "tiny-mistral", "tiny-qwen3")])
 def test_each_native_architecture_matches_transformers(tiny_checkpoint, preset):
     path = tiny_checkpoint(preset)
     llm = LLM(str(path), block_size=4)
@@ -28,8 +29,9 @@ def test_each_native_architecture_matches_transformers(tiny_checkpoint, preset):
     assert all(o.num_cached_tokens == 20 for o in outs[1:])
 
 
-@pytest.mark.parametrize("prefix_caching", [True, False])
-@pytest.mark.parametrize("block_size", [1, 5, 16])
+@pytest.mark.parametrize("block_size,prefix_caching", [
+    (b, c) if (b, c) == (5, True) else pytest.param(b, c, marks=pytest.mark.slow)
+    for b in (1, 5, 16) for c in (True, False)])
 def test_block_sizes_and_prefix_caching(tiny_checkpoint, block_size, prefix_caching):
     path = tiny_checkpoint("tiny")
     llm = LLM(str(path), block_size=block_size, enable_prefix_caching=prefix_caching)
@@ -57,6 +59,7 @@ def test_preemption_with_tiny_kv_pool(tiny_checkpoint):
     assert llm.stats["preemptions"] > 0
 
 
+@pytest.mark.slow
 def test_sharded_checkpoint(tiny_checkpoint):
     path = tiny_checkpoint("tiny-untied", max_shard_size="40KB")
     assert len(list(path.glob("*.safetensors"))) > 1

@@ -89,6 +89,7 @@ def test_native_lora_matches_peft(adapters):
     assert got != [hf_greedy(base, p, MAX_NEW) for p in PROMPTS]  # the adapter changed the output
 
 
+@pytest.mark.slow
 def test_two_adapters_merge_in_order(adapters):
     base, a, b = adapters["llama"], adapters["llama_a"], adapters["llama_b"]
     got = engine_greedy(base, [str(a), str(b)])
@@ -96,6 +97,7 @@ def test_two_adapters_merge_in_order(adapters):
     assert got != engine_greedy(base, str(a))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base,adapter", [("phi3", "phi3_a"), ("gpt2", "gpt2_a")])
 def test_fallback_lora_matches_peft(adapters, base, adapter):
     """Phi-3's fused qkv/gate_up modules, GPT-2's Conv1D (fan_in_fan_out) weights."""

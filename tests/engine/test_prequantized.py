@@ -211,6 +211,7 @@ def test_incomplete_or_mismatched_checkpoint_raises(cases, tmp_path):
         LLM(str(tmp_path / "mixed"), **ENGINE)
 
 
+@pytest.mark.slow
 def test_sharded_checkpoint_without_g_idx_and_a_dense_layer(cases, tmp_path, monkeypatch):
     """Two shards splitting q_proj from k/v_proj, no g_idx (optional in GPTQ), and one projection
     stored dense (as modules_to_not_convert leaves it): loads, and equals the dense engine."""

@@ -19,7 +19,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [c if c == "plain" else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
 def test_cpu_backend_equals_reference(tiny_checkpoint, case):
     path = str(tiny_checkpoint("tiny"))
     kw = CASES[case]
@@ -40,6 +40,7 @@ def test_cpu_backend_is_the_cpu_default(tiny_checkpoint):
     assert LLM(str(tiny_checkpoint("tiny")), device="cpu").load_report["attention_backend"] == "torch_cpu"
 
 
+@pytest.mark.slow
 def test_requests_joining_mid_decode(tiny_checkpoint):
     path = str(tiny_checkpoint("tiny-llama"))
     prompts = shared_prefix_prompts(n=4, seed=12)
@@ -59,6 +60,7 @@ def test_requests_joining_mid_decode(tiny_checkpoint):
     assert outs["torch_cpu"] == outs["torch_ref"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("draft_seed", [None, 7], ids=["draft-copy", "draft-other"])
 def test_cpu_backend_with_draft_speculation(tiny_checkpoint, draft_seed):
     """Multi-token verification steps through the dense copy: every proposal accepted (copy) or

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # the Triton interpreter on the CPU; the full suite (CI, GPU) runs it
+
 pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
 
 from app.engine.attention import torch_ref  # noqa: E402

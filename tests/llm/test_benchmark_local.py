@@ -9,6 +9,7 @@ from benchmarks import bench_chunks, bench_measure
 from app.llm.types import DocResult
 
 
+@pytest.mark.slow
 def test_benchmark_end_to_end_on_the_tiny_preset_writes_every_field(tmp_path, capsys):
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     rc = benchmark_local.main(["--random-weights", "tiny", "--ablation", "--chunks", "3", "--baseline-chunks", "2",

@@ -1,10 +1,11 @@
 """The guide's Quick Start, Integration Example and Benchmarking snippets run as written.
 
-The snippets are copied below verbatim (and checked against the guide where it is on the
-machine, so they cannot drift). The only change when running them: the hub ids become a tiny local
+The snippets are copied below verbatim. The guide itself lives outside this repository, so the
+suite does not read it; set DOCGEN_GUIDE to its path to check that the copies have not drifted. The only change when running them: the hub ids become a tiny local
 checkpoint, since no model hub is reachable; the benchmark's sizes are shrunk to keep the test fast.
 """
 import asyncio
+import os
 import pathlib
 import re
 import shlex
@@ -12,10 +13,7 @@ import warnings
 
 import pytest
 
-from tests.fixtures import REPO_ROOT
-
-GUIDE_CANDIDATES = (REPO_ROOT.parent / "shared" / "mission" / "000_6e0449217a3bd351.txt",
-                    pathlib.Path("/work/shared/mission/000_6e0449217a3bd351.txt"))
+GUIDE_ENV = "DOCGEN_GUIDE"  # path of the user's guide (a text file outside the repository)
 
 QUICK_START = '''from app.llm.local_client_optimized import create_optimized_local_generator
 
@@ -60,10 +58,10 @@ HUB_ID = re.compile(r"Qwen/Qwen2\.5-Coder-\d+B-Instruct")
 
 
 def _guide_blocks():
-    for p in GUIDE_CANDIDATES:
-        if p.is_file():
-            return re.findall(r"```(?:python|bash)\n(.*?)```", p.read_text(), flags=re.S)
-    return None
+    path = os.environ.get(GUIDE_ENV)
+    if not path:
+        return None
+    return re.findall(r"```(?:python|bash)\n(.*?)```", pathlib.Path(path).read_text(), flags=re.S)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +76,7 @@ def _local(snippet: str, ckpt: str) -> str:
 def test_snippets_are_the_guides():
     blocks = _guide_blocks()
     if blocks is None:
-        pytest.skip("the user's guide is not on this machine")
+        pytest.skip(f"set {GUIDE_ENV} to the user's guide to check the snippets against it")
     for snippet in (QUICK_START, INTEGRATION, BENCHMARK):
         assert snippet in blocks
 
@@ -146,6 +144,7 @@ def test_integration_example(ckpt, monkeypatch):
         old.close()
 
 
+@pytest.mark.slow
 def test_benchmarking_command(ckpt, tmp_path, capsys):
     from app.llm import benchmark_local
 

@@ -158,10 +158,8 @@ def test_bad_arguments(tmp_path, tiny_checkpoint):
         create_local_generator(path, quantization="none", temperature=-1)
 
 
-def test_trained_docstring_model(shared_models_dir):
-    path = shared_models_dir / "docstring-13m"
-    if not path.is_dir():
-        pytest.skip("docstring-13m is not in the shared models folder")
+def test_trained_docstring_model(trained_docstring_model):
+    path = trained_docstring_model
     g = create_local_generator(str(path), quantization="none", max_new_tokens=12)
     r = g.generate(CHUNKS[0])
     assert r.ok and r.completion_tokens > 0

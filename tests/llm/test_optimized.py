@@ -82,7 +82,7 @@ def test_unavailable_optimizations_warn_once_each_and_report_tells_the_truth(ckp
         try:
             g.generate_batch(["def f():\n    return 1\n"] * 3)
             rep, rep2 = g.report(), g.report()
-            llm = g._engine.llm
+            llm, stats = g._engine.llm, g.engine_stats
         finally:
             g.close()
     msgs = _messages(rec)
@@ -92,25 +92,33 @@ def test_unavailable_optimizations_warn_once_each_and_report_tells_the_truth(ckp
     assert sum("enable_speculative_decoding=True" in m for m in msgs) == 1
     assert rep2["warnings"] == rep["warnings"] == msgs
     opts = rep["optimizations"]
-    # Every claim checked against the engine itself.
+    # Each claim is the value this request must give on the CPU, and the engine agrees.
     assert opts["compilation"]["active"] is False and "CUDA" in opts["compilation"]["detail"]
     assert opts["flash_attention"]["active"] is False
-    assert opts["speculative_decoding"]["active"] is (llm.spec is not None)
+    assert opts["speculative_decoding"]["active"] is True and "method ngram" in opts["speculative_decoding"]["detail"]
+    assert llm.spec is not None and llm.config.speculative.method == "ngram"
     assert opts["quantization"]["active"] is False
     assert opts["kv_cache_quantization"]["active"] is False
-    assert opts["continuous_batching"]["active"] is (llm.config.max_num_seqs > 1)
-    assert opts["kv_cache_reuse"]["active"] is llm.config.enable_prefix_caching is True
-    assert set(rep["active"]) == {k for k, v in opts.items() if v["active"]}
-    assert set(rep["inactive"]) == {k for k, v in opts.items() if not v["active"]}
+    assert opts["continuous_batching"]["active"] is True and llm.config.max_num_seqs == 8  # max_batch_size default
+    assert opts["kv_cache_reuse"]["active"] is True and llm.config.enable_prefix_caching is True
+    assert stats["prefix_cache_hit_tokens"] > 0  # three identical prompts: the reuse really happened
+    assert stats["max_seqs_in_step"] > 1  # and they ran in one batch
+    assert set(rep["active"]) == {"continuous_batching", "kv_cache_reuse", "static_cache", "speculative_decoding"}
+    assert set(rep["inactive"]) == {"compilation", "flash_attention", "quantization", "kv_cache_quantization"}
 
-    # A second generator warns again (once per generator, not once per process).
+    # A second generator warns again (once per generator, not once per process); with one sequence
+    # per step and no static cache, batching and prefix reuse are reported off.
     with warnings.catch_warnings(record=True) as rec2:
         warnings.simplefilter("default")
         g2 = create_optimized_local_generator(ckpt, quantization="none", enable_compilation=True,
-                                              use_flash_attention=False, device="cpu", max_seq_length=2048)
+                                              use_flash_attention=False, device="cpu", max_seq_length=2048,
+                                              max_batch_size=1, enable_static_cache=False)
+        opts2, cfg2 = g2.report()["optimizations"], g2._engine.llm.config
         g2.close()
     assert sum("enable_compilation=True" in m for m in _messages(rec2)) == 1
     assert not any("use_flash_attention" in m for m in _messages(rec2))
+    assert opts2["continuous_batching"]["active"] is False and cfg2.max_num_seqs == 1
+    assert opts2["kv_cache_reuse"]["active"] is False and cfg2.enable_prefix_caching is False
 
 
 def test_unavailable_quantization_warns_and_runs_unquantized(ckpt, monkeypatch):
@@ -137,10 +145,12 @@ def test_quantization_report_matches_the_engine(ckpt):
     try:
         rep = g.report()
         load = rep["engine"]["load_report"]
-        assert rep["optimizations"]["quantization"]["active"] is bool(load.get("quantization"))
-        assert rep["optimizations"]["kv_cache_quantization"]["active"] is ("float8" in load["kv_cache_dtype"])
-        assert any("Qwen2-family" in w for w in rep["warnings"]) is rep["optimizations"]["kv_cache_quantization"][
-            "active"]
+        # 8-bit weights and an fp8 KV cache both run on the CPU: neither may be silently dropped.
+        assert rep["optimizations"]["quantization"]["active"] is True
+        assert load["quantization"]["format"] == "8bit" and load["quantization"]["quantized"]
+        assert rep["optimizations"]["kv_cache_quantization"]["active"] is True
+        assert load["kv_cache_dtype"] == "float8_e4m3fn"
+        assert len(rep["warnings"]) == 1 and "Qwen2-family" in rep["warnings"][0]  # no degradation warning
         assert g.generate_batch(["def f():\n    return 1\n"])[0].ok
     finally:
         g.close()
@@ -172,7 +182,6 @@ def test_close_and_async_with_stop_the_engine_thread(ckpt):
 
 
 def test_unusable_draft_model_falls_back_to_ngram_with_one_warning(ckpt):
-    pytest.importorskip("app.engine.spec", reason="the engine's speculative decoding is not built yet")
     with pytest.warns(UserWarning, match=r"draft_model_id='/nonexistent/draft' could not be used.*n-gram") as rec:
         g = create_optimized_local_generator(ckpt, quantization="none", enable_speculative_decoding=True,
                                              draft_model_id="/nonexistent/draft", use_flash_attention=False,

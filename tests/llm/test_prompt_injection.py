@@ -44,12 +44,10 @@ def test_prompt_ids_keep_only_the_template_s_control_tokens():
     assert prompts.prompt_ids(tok, NORMAL) == tok.encode(prompts.render_prompt(tok, NORMAL), add_special_tokens=False)
 
 
-def test_code_doc_template_of_the_trained_model(shared_models_dir):
+def test_code_doc_template_of_the_trained_model(trained_docstring_model):
     from transformers import AutoTokenizer
 
-    path = shared_models_dir / "docstring-13m"
-    if not path.is_dir():
-        pytest.skip("docstring-13m is not in the shared models folder")
+    path = trained_docstring_model
     tok = AutoTokenizer.from_pretrained(path)
     assert template_counts(tok) == {"<|endoftext|>": 0, "<|im_start|>": 2, "<|im_end|>": 1}
     assert special_counts(prompts.prompt_ids(tok, evil_chunk(tok)), tok) == template_counts(tok)

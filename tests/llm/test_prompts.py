@@ -85,12 +85,10 @@ def test_code_doc_template_gets_the_code_only(chatml_tok):
     assert prompts.render_prompt(tok, CHUNK) == f"<|im_start|>code\n{CHUNK.code}<|im_end|>\n<|im_start|>doc\n"
 
 
-def test_shared_docstring_model_template(shared_models_dir):
+def test_shared_docstring_model_template(trained_docstring_model):
     from transformers import AutoTokenizer
 
-    path = shared_models_dir / "docstring-13m"
-    if not path.is_dir():
-        pytest.skip("docstring-13m is not in the shared models folder")
+    path = trained_docstring_model
     tok = AutoTokenizer.from_pretrained(path)
     assert prompts.is_code_doc_template(tok)
     assert prompts.render_prompt(tok, CHUNK) == f"<|im_start|>code\n{CHUNK.code}<|im_end|>\n<|im_start|>doc\n"
