@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Testing only: a deterministic fake model, so the whole command runs without torch.
     run.add_argument("--generator", choices=["optimized", "fake"], default="optimized", help=argparse.SUPPRESS)
     run.add_argument("--fake-delay", type=float, default=0.0, help=argparse.SUPPRESS)
+    run.add_argument("--fake-gate", help=argparse.SUPPRESS)  # the fake generator waits for this file (tests)
     run.add_argument("--fake-log", help=argparse.SUPPRESS)
     run.add_argument("--commit-every", type=int, default=32, help=argparse.SUPPRESS)  # group commit size (tests)
     run.add_argument("--commit-seconds", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -325,7 +326,7 @@ def cmd_run(args, console, verbosity) -> int:
         if args.generator == "fake":
             from app.llm.types import GeneratorFactory
 
-            make = GeneratorFactory("fake", lambda: FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log,
+            make = GeneratorFactory("fake", lambda: FakeDocGenerator(delay=args.fake_delay, log_path=args.fake_log, gate_path=args.fake_gate,
                                                                      max_seq_length=args.window))
         elif args.ray:
             if args.backend == "openai":

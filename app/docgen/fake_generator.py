@@ -21,8 +21,9 @@ def _h(text: str, n: int = 8) -> str:
 
 class FakeDocGenerator:
     def __init__(self, model_id: str = "fake", delay: float = 0.0, log_path: str | None = None,
-                 fail_first: tuple[str, ...] = (), max_seq_length: int = 4096) -> None:
+                 fail_first: tuple[str, ...] = (), max_seq_length: int = 4096, gate_path: str | None = None) -> None:
         self.model_id = model_id
+        self.gate_path = gate_path  # when set, no chunk is generated before this file exists (tests hold a run)
         self.delay = delay  # seconds per chunk, to make runs slow enough to interrupt
         self.log_path = log_path  # every generated chunk id is appended here (to prove work is done once)
         self.fail_first = set(fail_first)  # names whose first attempt documents an invented parameter
@@ -55,6 +56,8 @@ class FakeDocGenerator:
 
     async def generate_async(self, chunk: ChunkLike) -> DocResult:
         chunk = as_chunk(chunk)
+        while self.gate_path and not os.path.exists(self.gate_path):
+            await asyncio.sleep(0.02)
         if self.delay:
             await asyncio.sleep(self.delay)
         return self._result(chunk)

@@ -16,17 +16,20 @@ from tests.docgen.conftest import REPO, write
 N = 12
 
 
-def _cmd(root, store):
-    return [sys.executable, "-m", "app", "run", str(root), "--generator", "fake", "--fake-delay", "0.05",
-            "--store", str(store), "--batch-size", "2", "--plain"]
+def _cmd(root, store, *extra):
+    return [sys.executable, "-m", "app", "run", str(root), "--generator", "fake", "--store", str(store),
+            "--batch-size", "2", "--plain", *extra]
 
 
 def test_two_concurrent_runs_on_one_store(tmp_path):
+    """The first run holds the lock and generates nothing until the second has said it waits (a
+    gate file), so the overlap never depends on how fast either process starts."""
     root = write(tmp_path / "r", {"m.py": "".join(f"def f{i}(x):\n    return x * {i}\n\n\n" for i in range(N))})
     store = tmp_path / "s" / "docgen.sqlite"
+    gate = tmp_path / "gate"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(_cmd(root, store), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    first = subprocess.Popen(_cmd(root, store, "--fake-gate", str(gate)), cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = store.with_name("docgen.sqlite.lock")
     deadline = time.time() + 60
     while time.time() < deadline and first.poll() is None and f"pid {first.pid}" not in _read(lock):
@@ -34,8 +37,18 @@ def test_two_concurrent_runs_on_one_store(tmp_path):
     assert first.poll() is None, "the first run ended before the second started"
     second = subprocess.Popen(_cmd(root, store), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
+    watchdog = threading.Timer(60, gate.touch)  # if the second never says it waits, the test fails, not hangs
+    watchdog.start()
+    lines = []
+    for line in second.stdout:  # it says it waits, then blocks on the lock
+        lines.append(line)
+        if "waiting: another docgen run" in line:
+            break
+    gate.touch()
     out1, err1 = first.communicate(timeout=120)
-    out2, err2 = second.communicate(timeout=120)
+    rest, err2 = second.communicate(timeout=120)
+    out2 = "".join(lines) + rest
+    watchdog.cancel()
     assert first.returncode == 0 and second.returncode == 0, err1[-2000:] + err2[-2000:]
     assert "Traceback" not in err1 + err2
     assert f"waiting: another docgen run (pid {first.pid}" in out2

@@ -19,16 +19,26 @@ def fp32_kernels(monkeypatch) -> None:
     """Quantized layers built from now on feed float32 activations to the CPU int4/int8 kernels
     (QuantConfig.cpu_compute_dtype="float32": exact, slower) instead of bfloat16."""
     import app.engine.quant as quant
+    import app.engine.setup as setup
 
     monkeypatch.setattr(quant, "QuantConfig", functools.partial(quant.QuantConfig, cpu_compute_dtype="float32"))
+    # and the KV pool in the model dtype, as the dense twin's (a quantized engine on a CPU with native
+    # bf16 keeps it in bf16 by default, which would make the comparison inexact)
+    monkeypatch.setattr(setup, "cpu_kv_dtype", lambda model_dtype, quantized: model_dtype)
 
 
 def dequantized_twin(path, quantized: LLM, **kw) -> LLM:
     """A dense (unquantized) engine of `path` whose every quantized Linear holds the quantized
     engine's dequantized weight (float32); the other weights are the checkpoint's own."""
     dense = LLM(str(path), **kw)
-    names = quantized.load_report["quantization"]["quantized"]
+    rep = quantized.load_report["quantization"]
+    names = list(rep["quantized"])
     assert names, "nothing was quantized: the comparison would be vacuous"
+    tied = rep.get("tied_embedding")
+    if tied:  # one int8 matrix for the embedding and the LM head: the dense twin's tied weight gets it
+        names.append(tied["head"])
+        dense_head = dense.runner.model.get_submodule(tied["head"]).weight
+        assert dense_head is dense.runner.model.get_submodule(tied["embedding"]).weight, "the twin is not tied"
     for name in names:
         w = quantized.runner.model.get_submodule(name).dequantize_weight(torch.float32)
         target = dense.runner.model.get_submodule(name).weight
