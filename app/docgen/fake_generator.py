@@ -21,13 +21,18 @@ def _h(text: str, n: int = 8) -> str:
 
 class FakeDocGenerator:
     def __init__(self, model_id: str = "fake", delay: float = 0.0, log_path: str | None = None,
-                 fail_first: tuple[str, ...] = (), max_seq_length: int = 4096, gate_path: str | None = None) -> None:
+                 fail_first: tuple[str, ...] = (), max_seq_length: int = 4096, gate_path: str | None = None,
+                 max_new_tokens: int = 256, needs_tokens: dict[str, int] | None = None) -> None:
         self.model_id = model_id
         self.gate_path = gate_path  # when set, no chunk is generated before this file exists (tests hold a run)
         self.delay = delay  # seconds per chunk, to make runs slow enough to interrupt
         self.log_path = log_path  # every generated chunk id is appended here (to prove work is done once)
         self.fail_first = set(fail_first)  # names whose first attempt documents an invented parameter
         self.max_seq_length = max_seq_length
+        self.max_new_tokens = max_new_tokens  # a chunk's own CodeChunk.max_new_tokens overrides it
+        # name -> new tokens its full doc needs: under a smaller limit the doc is cut off ("length")
+        self.needs_tokens = dict(needs_tokens or {})
+        self.limits: list[tuple[str, int]] = []  # (chunk name, the limit it was generated with), in call order
         self.calls = 0
         self.generated: list[str] = []
 
@@ -43,6 +48,12 @@ class FakeDocGenerator:
 
     def _result(self, chunk) -> DocResult:
         text = self._text(chunk)
+        limit = min(chunk.max_new_tokens or self.max_new_tokens, self.max_seq_length - self._prompt_tokens(chunk))
+        self.limits.append((chunk.name, limit))
+        need = self.needs_tokens.get(chunk.name.split(".")[-1], 0)
+        finish, tokens = "stop", len(text) // 3 + 1
+        if need > limit:  # the model would have gone on: its text ends mid-sentence at the limit
+            finish, tokens, text = "length", limit, text.split("\n")[0] + "\n\nThe rest of this doc explains the"
         self.calls += 1
         self.generated.append(chunk.id)
         if self.log_path:
@@ -50,9 +61,12 @@ class FakeDocGenerator:
                 fh.write(chunk.id + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        return DocResult(chunk_id=chunk.id, text=text, prompt_tokens=len(chunk.code) // 3 + 1,
-                         completion_tokens=len(text) // 3 + 1, finish_reason="stop",
-                         total_time=self.delay)
+        return DocResult(chunk_id=chunk.id, text=text, prompt_tokens=self._prompt_tokens(chunk),
+                         completion_tokens=tokens, finish_reason=finish, total_time=self.delay)
+
+    @staticmethod
+    def _prompt_tokens(chunk) -> int:
+        return len(chunk.code) // 3 + 1
 
     async def generate_async(self, chunk: ChunkLike) -> DocResult:
         chunk = as_chunk(chunk)

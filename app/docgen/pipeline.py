@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from app.docgen.gate import PriorityGate
 from app.docgen.generator_source import GeneratorSource
 from app.docgen.planner import CONTEXT_BUDGET_TOKENS, Plan
 from app.docgen.progress import Observer
+from app.docgen.retry import CUT_OFF, RetryStats, decide_retry
 from app.docgen.store import Store, StoredResult, code_hash, first_sentence, result_key, storable
 from app.docgen.units import SourceUnit
 from app.llm.types import CodeChunk, DocGenerator, DocResult
@@ -69,6 +71,7 @@ class Execution:
     generated: int = 0
     reused: int = 0
     retried: int = 0
+    retry_stats: RetryStats = field(default_factory=RetryStats)  # per check: retried, fixed, not retried
     errors: dict[str, str] = field(default_factory=dict)  # uid -> error message
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -254,13 +257,40 @@ class _Flow:
         chk = check_doc(unit, res.text, res.finish_reason, plan.known_identifiers)
         if chk.ok or not self.cfg.retry:
             return res, chk.failures, 1
-        self.ex.retried += 1
+        first = {f["cause"] for f in chk.failures}
         # The failure note goes first, so the budget cut drops callee context rather than it.
         note = fit_context(failure_feedback(chk.failures) + ("\n\n" + job.context if job.context else ""), plan)
-        second = await _call(gen, unit.to_chunk(job.key, note))
-        if second.ok:
-            return second, check_doc(unit, second.text, second.finish_reason, plan.known_identifiers).failures, 2
-        return res, chk.failures, 2  # the retry itself failed: keep the first answer, flagged
+        chunk = unit.to_chunk(job.key, note)  # the same key: a retry never changes where the result is stored
+        decision = decide_retry(first, self._limit(gen), getattr(gen, "max_seq_length", None),
+                                self._prompt_tokens(gen, chunk, res, len(note) - len(job.context)))
+        if not decision.retry:
+            self.ex.retry_stats.skipped(first)
+            return res, [dict(f, message=f"{f['message']}; {decision.reason}") if f["cause"] == CUT_OFF else f
+                         for f in chk.failures], 1
+        self.ex.retried += 1
+        chunk.max_new_tokens = decision.max_new_tokens
+        second = await _call(gen, chunk)
+        if not second.ok:
+            self.ex.retry_stats.record(first, None)
+            return res, chk.failures, 2  # the retry itself failed: keep the first answer, flagged
+        self.ex.prompt_tokens += res.prompt_tokens  # the discarded first answer was work done too
+        self.ex.completion_tokens += res.completion_tokens
+        failures = check_doc(unit, second.text, second.finish_reason, plan.known_identifiers).failures
+        self.ex.retry_stats.record(first, {f["cause"] for f in failures})
+        return second, failures, 2
+
+    def _limit(self, gen: DocGenerator) -> int | None:
+        """The new tokens a first attempt may use: the generator's own limit, else the run's setting."""
+        n = getattr(gen, "max_new_tokens", None) or self.cfg.sampling.get("max_new_tokens")
+        return n if isinstance(n, int) and n > 0 else None
+
+    def _prompt_tokens(self, gen: DocGenerator, chunk: CodeChunk, first: DocResult, added_chars: int) -> int:
+        """The retry prompt's tokens: counted by the generator where it can, else the first prompt plus
+        the note estimated with the plan's characters per token (rounded up)."""
+        count = getattr(gen, "count_prompt_tokens", None)
+        if callable(count):
+            return int(count(chunk))
+        return first.prompt_tokens + math.ceil(max(0, added_chars) / self.plan.chars_per_token)
 
     def _finish(self, job: Job, final: tuple[DocResult, list[dict], int] | None) -> None:
         ex, unit = self.ex, job.unit

@@ -18,6 +18,9 @@ class RunReport:
     generated: int = 0
     reused: int = 0
     retried: int = 0
+    # check name -> {"retried": chunks retried for it, "fixed": retries after which it passed,
+    #                "not_retried": failed but not retried (cut off with no room for a larger limit)}
+    retry_by_check: dict[str, dict[str, int]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     flagged: dict[str, list[str]] = field(default_factory=dict)  # uid -> failure messages
     flagged_by_cause: dict[str, int] = field(default_factory=dict)
@@ -39,7 +42,8 @@ def build_report(plan: Plan, ex, wall_seconds: float) -> RunReport:
     """Checks are re-run over every final doc (cheap) so reused results are judged like new ones."""
     rep = RunReport(files=len(plan.files), skipped=dict(plan.walk.skipped), parse_error_files=plan.parse_error_files,
                     chunks=len(plan.units), waves=len(plan.schedule.waves), generated=ex.generated,
-                    reused=ex.reused, retried=ex.retried, errors=dict(ex.errors), prompt_tokens=ex.prompt_tokens,
+                    reused=ex.reused, retried=ex.retried, retry_by_check=ex.retry_stats.by_check(),
+                    errors=dict(ex.errors), prompt_tokens=ex.prompt_tokens,
                     completion_tokens=ex.completion_tokens, generation_seconds=ex.generation_seconds,
                     wall_seconds=wall_seconds)
     named = found = 0
@@ -72,6 +76,11 @@ def format_report(rep: RunReport, max_flagged: int = 15) -> str:
         lines.append(f"parsed with errors (chunked best-effort): {', '.join(rep.parse_error_files[:10])}")
     lines.append(f"generated: {rep.generated} (retried {rep.retried}); reused from the store: {rep.reused}; "
                  f"errors: {len(rep.errors)}")
+    if rep.retry_by_check:
+        lines.append("retries by check: " + "; ".join(
+            f"{c} {n['fixed']} fixed of {n['retried']} retried" + (f", {n['not_retried']} not retried (no room for "
+                                                                     "a larger limit)" if n["not_retried"] else "")
+            for c, n in rep.retry_by_check.items()))
     tps = rep.completion_tokens / rep.generation_seconds if rep.generation_seconds else 0.0
     lines.append(f"tokens: {rep.prompt_tokens} prompt, {rep.completion_tokens} generated ({tps:.1f} tok/s); "
                  f"time: {rep.wall_seconds:.1f}s total, {rep.generation_seconds:.1f}s generating")

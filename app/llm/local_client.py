@@ -255,8 +255,8 @@ class LocalDocGenerator:
                 f"the prompt is {n_prompt} tokens but max_seq_length is {self.max_seq_length}: "
                 "split the chunk or raise max_seq_length"
             )
-        # Prompt + output stay within max_seq_length.
-        budget = min(self.max_new_tokens, self.max_seq_length - n_prompt)
+        # Prompt + output stay within max_seq_length; a chunk may ask for its own limit (docgen's retries).
+        budget = min(chunk.max_new_tokens or self.max_new_tokens, self.max_seq_length - n_prompt)
         progress = _Progress()
         stops = StoppingCriteriaList([_cancel_criterion(cancel)]) if cancel is not None else None
         if self.seed is not None and self.temperature > 0:

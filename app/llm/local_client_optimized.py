@@ -19,6 +19,7 @@ import sys
 import time
 import warnings
 import weakref
+from dataclasses import replace
 from typing import Any, Sequence
 
 import torch
@@ -177,7 +178,9 @@ class OptimizedLocalDocGenerator:
             except RuntimeError:
                 pass  # the caller's loop is closed: nobody waits for this result any more
 
-        self._engine.submit(prompt, self._params, rid, on_done)
+        # A chunk's own limit (docgen's retry of a cut-off doc); the engine still stops at its window.
+        params = replace(self._params, max_tokens=c.max_new_tokens) if c.max_new_tokens else self._params
+        self._engine.submit(prompt, params, rid, on_done)
         try:
             out = await fut
         except asyncio.CancelledError:

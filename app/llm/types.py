@@ -27,10 +27,16 @@ class CodeChunk:
     existing_doc: str = ""
     # Optional extra context for the prompt, e.g. callee signatures with one-line summaries.
     context: str = ""
+    # New tokens allowed for this chunk alone; 0: the generator's own max_new_tokens. docgen raises
+    # it to retry a doc that was cut off at the limit (the generator still caps it to its window).
+    max_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
             raise TypeError(f"CodeChunk.code must be a str, got {type(self.code).__name__}")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise ValueError(f"CodeChunk.max_new_tokens must be an integer >= 0 (0: the generator's limit), "
+                             f"got {self.max_new_tokens!r}")
         if not self.id:
             digest = hashlib.sha1(f"{self.path}:{self.name}:{self.code}".encode("utf-8", "replace"))
             self.id = digest.hexdigest()[:16]

@@ -68,6 +68,7 @@ class OpenAIDocGenerator:
         self._clients: dict[str, Any] = {}
         self._loop = None
         self.max_seq_length = cfg.max_seq_length
+        self.max_new_tokens = cfg.max_new_tokens  # a chunk's own CodeChunk.max_new_tokens overrides it
         self.model_id = cfg.model or self._discover_model()
         self._tokenizer_http = self._probe_tokenize()
         if self._tokenizer_http is not None:  # instance attributes: docgen looks these up with getattr
@@ -154,7 +155,7 @@ class OpenAIDocGenerator:
             ep = await self.pool.acquire()
             try:
                 resp = await self._client(ep.url).chat.completions.create(
-                    model=self.model_id, messages=messages, max_tokens=self.cfg.max_new_tokens,
+                    model=self.model_id, messages=messages, max_tokens=c.max_new_tokens or self.max_new_tokens,
                     temperature=self.cfg.temperature, extra_body=self.cfg.extra_body or None)
             except Exception as e:
                 await self.pool.release(ep, ok=False)
