@@ -200,3 +200,21 @@ def test_a_missing_model_is_an_error_not_a_fallback(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         create_optimized_local_generator(str(tmp_path / "nope"), quantization="4bit", enable_compilation=True,
                                          device="cpu")
+
+
+def test_a_chunk_limit_overrides_the_generator_limit_in_both_generators(ckpt, gen):
+    """docgen retries a cut-off doc with a larger CodeChunk.max_new_tokens; 0 keeps the generator's."""
+    from app.llm.local_client import create_local_generator
+
+    code = "def add(a, b):\n    return a + b\n"
+    default, short, long = gen.generate_batch([code, CodeChunk(code=code, max_new_tokens=3),
+                                               CodeChunk(code=code, max_new_tokens=2 * MAX_NEW)])
+    assert default.finish_reason == "length" and default.completion_tokens == MAX_NEW  # the tiny model never stops
+    assert short.completion_tokens == 3 and short.extra["token_ids"] == default.extra["token_ids"][:3]
+    assert long.completion_tokens == 2 * MAX_NEW and long.extra["token_ids"][:MAX_NEW] == default.extra["token_ids"]
+    base = create_local_generator(ckpt, quantization="none", device="cpu", max_new_tokens=MAX_NEW, max_seq_length=2048)
+    try:
+        ref = base.generate_batch([CodeChunk(code=code, max_new_tokens=2 * MAX_NEW)])[0]
+    finally:
+        base.close()
+    assert ref.extra["token_ids"] == long.extra["token_ids"]

@@ -166,3 +166,17 @@ def test_backend_sends_the_key_and_a_wrong_key_fails_fast(server):
         assert not bad.ok and "401" in bad.error and gen.totals["retries"] == 0  # 401 is not retried
     finally:
         keyed.stop(close_engine=False)
+
+
+def test_backend_honours_a_chunks_own_token_limit(wide_server):
+    """docgen retries a cut-off doc with a larger CodeChunk.max_new_tokens; the server gets it as max_tokens."""
+    from app.llm.backends.openai_client import OpenAIBackendConfig, OpenAIDocGenerator
+
+    gen = OpenAIDocGenerator(OpenAIBackendConfig([wide_server.url], max_new_tokens=3))
+    code = {"code": "def area(r):\n    return 3.14159 * r ** 2", "name": "area"}
+    try:
+        default, larger = gen.generate_batch([code, dict(code, max_new_tokens=6)])
+    finally:
+        gen.close()
+    assert (default.completion_tokens, default.finish_reason) == (3, "length")  # the tiny model never stops
+    assert (larger.completion_tokens, larger.finish_reason) == (6, "length")
