@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                      help="reuse finished results from the store (default on)")
     run.add_argument("--retry", action=argparse.BooleanOptionalAction, default=True,
-                     help="retry a chunk once when its doc fails the checks (default on)")
+                     help="retry a chunk once when its doc fails the checks; a doc cut off at the token limit "
+                          "gets twice the limit, or no retry when that cannot fit the window (default on)")
     run.add_argument("--batch-size", type=int, default=0,
                      help="at most this many chunks in flight at the generator (default 0: up to 1024; the "
                           "engine's scheduler batches them)")

@@ -5,7 +5,7 @@ component it depends on has finished. Its members' one-hop contexts are built fr
 dependencies produced (members of a cycle never see each other), their keys computed, and stored
 results reused; every other chunk goes to the generator at once, one `generate_async` call each,
 so the engine's scheduler, not docgen, decides what runs together. A doc that fails its checks
-is retried the moment the check fails. Finished results are committed in groups (commit.py), so a
+is retried the moment the check fails, as retry.py decides (a cut-off doc with a larger limit). Finished results are committed in groups (commit.py), so a
 killed run loses at most the last group. `RunConfig.batch_size` caps the chunks in flight.
 """
 from __future__ import annotations
