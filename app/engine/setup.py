@@ -21,7 +21,8 @@ from .errors import UnsupportedFeature
 from .load_meter import LoadMeter
 from .kv_cache_spec import KVCacheSpec, as_kv_spec, calibrated, kv_cache_spec
 from .memory_budget import KvPlan, draft_footprint, plan_kv_blocks, read_cuda_memory, usable_bytes
-from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
+from .loader import iter_weights, load_hf_config, weight_files
+from .names import resolve_device, resolve_model_path
 from .model_check import check_model
 from .model_runner import ModelRunner
 from .models.registry import build_native_model, has_native_implementation
@@ -44,15 +45,6 @@ class EngineParts:
     num_blocks: int
     report: dict = field(default_factory=dict)
     backend: str = "native"  # or "transformers-fallback" (architectures without a native model)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA device is available; use device='cpu'")
-    return dev
 
 
 def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:

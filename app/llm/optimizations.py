@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-QUANTIZATIONS = ("4bit", "8bit", "fp8", "none", None)
+
 Warn = Callable[[str, str], None]  # (key, message): the generator warns once per key
 
 
@@ -33,14 +33,6 @@ class Optimization:
     requested: Any
     active: bool = False
     detail: str = ""  # what runs, or why it does not
-
-
-def normalize_quantization(q: Any) -> str | None:
-    if q is False or q is None or (isinstance(q, str) and q.lower() in ("none", "")):
-        return None
-    if isinstance(q, str) and q.lower() in QUANTIZATIONS:
-        return q.lower()
-    raise ValueError(f"quantization={q!r} is not supported; use '4bit', '8bit', 'fp8' or 'none'")
 
 
 class OptimizationPlan:
