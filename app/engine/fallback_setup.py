@@ -13,6 +13,7 @@ import warnings
 import torch
 
 from .fallback_runner import FallbackRunner
+from .load_report import LoadReport
 from .models.hf_fallback import build_fallback_model
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,8 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
     if cfg.speculative.method == "draft":
         raise ValueError(f"{archs[0]} runs on the transformers fallback backend, which cannot verify a draft "
                          "model's proposals; use speculative_method='ngram' or no speculative decoding")
-    report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-                    "backend": BACKEND, "architecture": archs[0]}
+    report = LoadReport(model_path=str(path), device=str(device), dtype=str(dtype).replace("torch.", ""),
+                        backend=BACKEND, extra={"architecture": archs[0]})
     notes = []
     if cfg.enable_prefix_caching:
         cfg.enable_prefix_caching = False  # the LLM builds its BlockManager from this after us

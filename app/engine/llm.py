@@ -24,6 +24,7 @@ from .config import EngineConfig, SpeculativeConfig
 from .detokenizer import IncrementalDetokenizer
 from .errors import UnsupportedFeature
 from .inflight import PendingTokens, resolve_async_scheduling
+from .load_report import LoadReport
 from .outputs import RequestOutput
 from .parallel_sampling import SampleGroups, child_params
 from .sampling_params import SamplingParams
@@ -41,6 +42,9 @@ class _Launched:
 
 
 class LLM:
+    backend: str  # "native" | "transformers-fallback" (load_report.BACKENDS), set on every load
+    load_report: LoadReport
+
     def __init__(self, model: str, **kwargs):
         spec_keys = {f.name for f in fields(SpeculativeConfig)}
         spec_kw = {k[len("speculative_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("speculative_")

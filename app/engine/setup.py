@@ -22,6 +22,7 @@ from .load_meter import LoadMeter
 from .kv_cache_spec import KVCacheSpec, as_kv_spec, calibrated, kv_cache_spec
 from .memory_budget import KvPlan, draft_footprint, plan_kv_blocks, read_cuda_memory, usable_bytes
 from .loader import iter_weights, load_hf_config, weight_files
+from .load_report import LoadReport
 from .names import resolve_device, resolve_model_path
 from .model_check import check_model
 from .model_runner import ModelRunner
@@ -43,7 +44,7 @@ class EngineParts:
     hf_config: object
     max_model_len: int
     num_blocks: int
-    report: dict = field(default_factory=dict)
+    report: LoadReport = field(default_factory=LoadReport)
     backend: str = "native"  # or "transformers-fallback" (architectures without a native model)
 
 
@@ -156,8 +157,8 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         log.warning("model uses sliding-window attention (%d); capping max_model_len to it", sliding)
         max_model_len = sliding
     load = LoadMeter()
-    report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-                    "backend": "native"}
+    report = LoadReport(model_path=str(path), device=str(device), dtype=str(dtype).replace("torch.", ""),
+                        backend="native")
     streamed = _streams_quantization(cfg, prequant)
     if streamed:
         try:
@@ -219,7 +220,7 @@ def _streams_quantization(cfg: EngineConfig, prequant) -> bool:
     return bool(cfg.quantization) and not prequant and not cfg.lora_path
 
 
-def _optional_failed(cfg: EngineConfig, report: dict, feature: str, exc: BaseException, intact: bool) -> None:
+def _optional_failed(cfg: EngineConfig, report: LoadReport, feature: str, exc: BaseException, intact: bool) -> None:
     """An optional feature failed at load: turn it off in place if the caller allows it and the
     model is still whole, else raise UnsupportedFeature naming it."""
     reason = f"{type(exc).__name__}: {exc}"
@@ -260,7 +261,7 @@ def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
 
 
 def allocate_kv_pool(cfg: EngineConfig, runner, kv_spec: KVCacheSpec | torch.dtype, device, max_model_len: int,
-                     report: dict | None = None) -> tuple[int, int]:
+                     report: LoadReport | None = None) -> tuple[int, int]:
     """Sizes and allocates the KV pool; returns (num_blocks, max_model_len capped to what fits).
 
     With a draft model the plan also reserves the draft's weights and KV pool; report["draft_kv_blocks"]

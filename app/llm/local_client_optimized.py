@@ -132,7 +132,7 @@ class OptimizedLocalDocGenerator(DocGeneratorBase):
                 self._plan.degrade(e.feature, e.reason)
                 self.reloads += 1
                 continue
-            for feature, reason in llm.load_report.get("disabled_features", {}).items():
+            for feature, reason in (llm.load_report.disabled_features or {}).items():
                 self._plan.degrade(feature, reason)
             return llm
 
@@ -226,14 +226,14 @@ class OptimizedLocalDocGenerator(DocGeneratorBase):
         return {
             "generator": "OptimizedLocalDocGenerator",
             "model": self.model_id,
-            "backend": getattr(llm, "backend", "native"),
+            "backend": llm.backend,
             "device": str(llm.device),
             "dtype": str(llm.dtype).replace("torch.", ""),
             "prompt_version": PROMPT_VERSION,
             "optimizations": opts,
             "active": [k for k, v in opts.items() if v["active"]],
             "inactive": {k: v["detail"] for k, v in opts.items() if not v["active"]},
-            "engine": {"load_report": dict(llm.load_report), "max_num_seqs": cfg.max_num_seqs,
+            "engine": {"load_report": llm.load_report.as_dict(), "max_num_seqs": cfg.max_num_seqs,
                        "max_num_batched_tokens": cfg.max_num_batched_tokens, "block_size": cfg.block_size,
                        "max_model_len": llm.max_model_len, "attention_backend": cfg.attention_backend},
             "sampling": {"max_new_tokens": self._params.max_tokens, "temperature": self._params.temperature,
