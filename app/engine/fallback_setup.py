@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from .engine_parts import EngineParts, RunnerCapabilities, allocate_kv_pool
 from .fallback_runner import FallbackRunner
 from .load_report import LoadReport
 from .models.hf_fallback import build_fallback_model
@@ -23,7 +24,7 @@ BACKEND = "transformers-fallback"
 # What the native backend has and the fallback does not (name -> why / what runs instead).
 UNAVAILABLE = {
     "paged_kv": "no paged KV cache: one dense transformers cache per sequence",
-    "prefix_caching": "no prefix sharing between requests (enable_prefix_caching is forced off)",
+    "prefix_caching": "no prefix sharing between requests (enable_prefix_caching has no effect)",
     "triton_attention": "no Triton paged attention: transformers' own attention implementation runs",
     "cuda_graphs": "no CUDA graphs",
     "fp8_kv_cache": "no fp8 KV cache: the cache is kept in the model dtype",
@@ -34,8 +35,6 @@ UNAVAILABLE = {
 
 
 def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torch.dtype, tok):
-    from .setup import EngineParts, allocate_kv_pool
-
     archs = list(getattr(hf_config, "architectures", None) or [type(hf_config).__name__])
     _check_transformers_has(archs, hf_config, cfg.trust_remote_code)
     if cfg.speculative.method == "draft":
@@ -44,8 +43,6 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
     report = LoadReport(model_path=str(path), device=str(device), dtype=str(dtype).replace("torch.", ""),
                         backend=BACKEND, extra={"architecture": archs[0]})
     notes = []
-    if cfg.enable_prefix_caching:
-        cfg.enable_prefix_caching = False  # the LLM builds its BlockManager from this after us
     if cfg.kv_cache_dtype == "fp8":
         notes.append("kv_cache_dtype='fp8' ignored")
     if cfg.attention_backend == "triton":
@@ -79,7 +76,7 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
         f"and draft-model speculation" + (f" ({'; '.join(notes)})" if notes else ""),
         UserWarning, stacklevel=4)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report,
-                       backend=BACKEND)
+                       backend=BACKEND, capabilities=RunnerCapabilities(prefix_caching=False))
 
 
 def _check_transformers_has(archs: list[str], hf_config, trust_remote_code: bool) -> None:

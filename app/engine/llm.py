@@ -61,7 +61,9 @@ class LLM:
         self.num_kv_blocks = parts.num_blocks
         self.load_report = parts.report
         self.backend = parts.backend  # "native" | "transformers-fallback"
-        self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        # Asked for and possible with this runner (the fallback has no paged KV): cfg stays as given.
+        self.prefix_caching = cfg.enable_prefix_caching and parts.capabilities.prefix_caching
+        self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, self.prefix_caching)
         self.scheduler = Scheduler(
             self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.max_model_len,
             self.tokenizer.eos_token_ids,

@@ -156,7 +156,7 @@ class LocalDocGenerator(DocGeneratorBase):
             kwargs["device_map"] = {"": self.device.index or 0}
             self.notes.append(f"weights quantized by bitsandbytes ({self.quantization})")
         from app.engine.loader import load_hf_config
-        from app.engine.model_check import check_checkpoint
+        from app.engine.checkpoint_check import check_checkpoint
 
         # Config sizes and weight files checked before transformers allocates anything (clear
         # errors for a broken config.json or a truncated download). Memory is not estimated here:

@@ -161,9 +161,9 @@ class OptimizationPlan:
             f"up to {n} sequences per step (max_num_seqs), within {cfg.max_num_batched_tokens} tokens per step "
             "(max_num_batched_tokens; long prompts are prefilled in chunks); requests join and leave between steps"
             if n > 1 else "max_batch_size=1: one sequence per step")
-        add("kv_cache_reuse", "enable_static_cache", req["enable_static_cache"], cfg.enable_prefix_caching,
+        add("kv_cache_reuse", "enable_static_cache", req["enable_static_cache"], llm.prefix_caching,
             f"prefix caching: prompt blocks of {cfg.block_size} tokens (the shared system prompt) are computed once "
-            "and reused by later requests, also within the first batch" if cfg.enable_prefix_caching
+            "and reused by later requests, also within the first batch" if llm.prefix_caching
             else f"unavailable on the {llm.backend} backend (no paged KV cache): every prompt computed in full"
             if llm.backend != "native"
             else "enable_static_cache=False: prefix caching off, every prompt computed in full")

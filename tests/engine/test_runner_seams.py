@@ -1,0 +1,44 @@
+"""The seams between the engine and its runners: attention layers found by type, capabilities
+returned by the runner's setup instead of written into the caller's config."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from app.engine.attention.backend import PagedAttention
+from app.engine.config import EngineConfig
+from app.engine.engine_parts import EngineParts, RunnerCapabilities
+from app.engine.model_runner import ModelRunner
+
+
+class _RenamedAttention(PagedAttention):
+    """A subclass under another name (a model that specialises the layer) is still a KV layer."""
+
+
+def test_runner_finds_attention_layers_by_type_not_name():
+    model = nn.Sequential(_RenamedAttention(2, 1, 4, 0.5), nn.Linear(4, 4), PagedAttention(2, 1, 4, 0.5))
+    runner = ModelRunner(model, torch.device("cpu"), torch.float32, block_size=4)
+    assert runner.attn_layers == [model[0], model[2]]
+    assert runner.kv_bytes_per_block(torch.float32) == 2 * 2 * 4 * 1 * 4 * 4  # K+V, 2 layers, 4 tokens
+
+
+def test_capabilities_default_to_the_native_runners():
+    parts = EngineParts(None, None, torch.device("cpu"), torch.float32, None, 16, 4)
+    assert parts.capabilities.prefix_caching is True
+    assert RunnerCapabilities(prefix_caching=False).prefix_caching is False
+
+
+def test_fallback_setup_leaves_the_callers_config_alone(tiny_checkpoint):
+    """build_engine_parts on a fallback architecture returns prefix_caching=False as a capability;
+    the EngineConfig it was given is not rewritten."""
+    import warnings
+
+    from app.engine.setup import build_engine_parts
+
+    cfg = EngineConfig(model=str(tiny_checkpoint("tiny-phi3")), block_size=4, max_model_len=32, device="cpu")
+    before = repr(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parts = build_engine_parts(cfg)
+    assert parts.backend == "transformers-fallback" and parts.capabilities.prefix_caching is False
+    assert repr(cfg) == before and cfg.enable_prefix_caching is True
