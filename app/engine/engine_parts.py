@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -28,10 +28,34 @@ class RunnerCapabilities:
     prefix_caching: bool = True  # a paged KV cache whose blocks requests can share
 
 
+@runtime_checkable
+class Runner(Protocol):
+    """What the engine needs from a runner (model_runner.ModelRunner, fallback_runner.FallbackRunner).
+
+    `execute` runs one scheduled step and returns (logits (R, vocab) float32 of the sampling rows,
+    [(seq_id, first row, number of rows)] per sampling sequence). The KV pool is sized from
+    `kv_bytes_per_block` and allocated once with `allocate_kv_cache`; `attn_layers` are the paged
+    attention layers (empty when the runner has no paged pool)."""
+    device: torch.device
+    dtype: torch.dtype
+    block_size: int
+    attn_layers: list
+    kv_dtype: torch.dtype
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int: ...
+
+    def allocate_kv_cache(self, num_blocks: int, spec: KVCacheSpec | torch.dtype) -> None: ...
+
+    def execute(self, out: Any, pending: Any = None) -> tuple[torch.Tensor, list[tuple[int, int, int]]]: ...
+
+
 @dataclass
 class EngineParts:
     tokenizer: Tokenizer
-    runner: Any  # ModelRunner (native) or FallbackRunner
+    runner: Runner  # ModelRunner (native) or FallbackRunner
     device: torch.device
     dtype: torch.dtype
     hf_config: object

@@ -118,7 +118,7 @@ class LLM:
             # Only a draft model reads these two; the fallback runner (no paged attention layers,
             # no DecoderSpec) refuses one at load.
             attn_backend=self.runner.attn_layers[0].backend if self.runner.attn_layers else None,
-            vocab_size=getattr(self.runner.model.spec, "vocab_size", None),
+            vocab_size=self.runner.vocab_size,
             num_kv_blocks=self.num_kv_blocks, planned_draft_kv_blocks=self.load_report.get("draft_kv_blocks"))
 
     # ----- requests ------------------------------------------------------------------------
@@ -160,7 +160,7 @@ class LLM:
         if len(ids) >= self.max_model_len:
             return (f"prompt has {len(ids)} tokens but the model's maximum length is {self.max_model_len} "
                     "(prompt + at least one new token); shorten or split the input")
-        vocab = self.runner.model.spec.vocab_size
+        vocab = self.runner.vocab_size
         bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
             return f"token ids out of range for a vocabulary of {vocab}: {bad[:5]}"

@@ -39,6 +39,10 @@ class ModelRunner:
         self.kv_spec = KVCacheSpec(dtype)
         self.graphs = None  # CudaGraphDecoder when decode runs through CUDA graphs
 
+    @property
+    def vocab_size(self) -> int:
+        return self.model.spec.vocab_size
+
     # ----- KV pool -------------------------------------------------------------------------
     def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int:
         a = self.attn_layers[0]

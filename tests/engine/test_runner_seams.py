@@ -42,3 +42,19 @@ def test_fallback_setup_leaves_the_callers_config_alone(tiny_checkpoint):
         parts = build_engine_parts(cfg)
     assert parts.backend == "transformers-fallback" and parts.capabilities.prefix_caching is False
     assert repr(cfg) == before and cfg.enable_prefix_caching is True
+
+
+def test_both_runners_satisfy_the_runner_contract(tiny_checkpoint):
+    import warnings
+
+    from app.engine import LLM
+    from app.engine.engine_parts import Runner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        native = LLM(str(tiny_checkpoint("tiny-llama")), block_size=4, max_model_len=32, device="cpu")
+        fallback = LLM(str(tiny_checkpoint("tiny-phi3")), block_size=4, max_model_len=32, device="cpu")
+    for llm in (native, fallback):
+        assert isinstance(llm.runner, Runner), type(llm.runner)
+        assert llm.runner.vocab_size == llm.hf_config.vocab_size
+    assert native.runner.attn_layers and not fallback.runner.attn_layers
