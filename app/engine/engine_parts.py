@@ -7,7 +7,9 @@ engine combines that with the caller's config (the config itself is never rewrit
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -64,6 +66,29 @@ class EngineParts:
     report: LoadReport = field(default_factory=LoadReport)
     backend: str = "native"  # or "transformers-fallback" (architectures without a native model)
     capabilities: RunnerCapabilities = field(default_factory=RunnerCapabilities)
+
+
+def model_max_len(cfg: EngineConfig, hf_config) -> tuple[int, int]:
+    """(the model's position limit, the engine's max_model_len before KV and sliding-window caps)."""
+    max_pos = int(getattr(hf_config, "max_position_embeddings", None) or 4096)
+    return max_pos, min(cfg.max_model_len or max_pos, max_pos)
+
+
+def quant_cache_dir(cfg: EngineConfig) -> Path | None:
+    """Where quantized weights are cached between starts ("" turns the cache off)."""
+    if cfg.quant_cache_dir is not None:
+        return Path(cfg.quant_cache_dir).expanduser() if cfg.quant_cache_dir else None
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "docgen-engine" / "quant"
+
+
+def quant_cache_key(cfg: EngineConfig, files: list[Path], dtype_name: str) -> str:
+    """The quantized-weights cache key for a model quantized after loading (and LoRA merging): it
+    covers everything the quantized tensors depend on: checkpoint, merged adapters, dtype."""
+    from .loader import checkpoint_fingerprint
+
+    adapters = [p for d in (cfg.lora_path or []) for p in sorted(Path(d).glob("adapter_*"))]
+    return f"{checkpoint_fingerprint(list(files) + adapters)}-{dtype_name}"
 
 
 def allocate_kv_pool(cfg: EngineConfig, runner, kv_spec: KVCacheSpec | torch.dtype, device, max_model_len: int,

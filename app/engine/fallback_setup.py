@@ -12,7 +12,8 @@ import warnings
 
 import torch
 
-from .engine_parts import EngineParts, RunnerCapabilities, allocate_kv_pool
+from .engine_parts import (EngineParts, RunnerCapabilities, allocate_kv_pool, model_max_len, quant_cache_dir,
+                           quant_cache_key)
 from .fallback_runner import FallbackRunner
 from .load_report import LoadReport
 from .models.hf_fallback import build_fallback_model
@@ -50,10 +51,10 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
 
     model, files = build_fallback_model(cfg, path, hf_config, device, dtype)
     if cfg.quantization:
-        from .loader import checkpoint_fingerprint
         from .quant import QuantConfig, quantize_model_
 
-        q = quantize_model_(model, QuantConfig(format=cfg.quantization), cache_key=checkpoint_fingerprint(files))
+        q = quantize_model_(model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg),
+                            cache_key=quant_cache_key(cfg, files, report.dtype))
         report["quantization"] = q
         if not q["quantized"]:
             notes.append(f"quantization={cfg.quantization!r} found no plain nn.Linear layer to quantize "
@@ -61,8 +62,7 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
     if cfg.lora_path:
         report["lora"] = [str(p) for p in cfg.lora_path]
 
-    max_pos = int(getattr(hf_config, "max_position_embeddings", None) or 4096)
-    max_model_len = min(cfg.max_model_len or max_pos, max_pos)
+    _, max_model_len = model_max_len(cfg, hf_config)
     runner = FallbackRunner(model, device, dtype, cfg.block_size)
     num_blocks, max_model_len = allocate_kv_pool(cfg, runner, dtype, device, max_model_len)
     report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,

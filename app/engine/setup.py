@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -16,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 from .attention.backend import load_backend
 from .config import EngineConfig
 from .cpu_kv import cpu_kv_dtype
-from .engine_parts import EngineParts, allocate_kv_pool
+from .engine_parts import EngineParts, allocate_kv_pool, model_max_len, quant_cache_dir, quant_cache_key
 from .errors import UnsupportedFeature
 from .load_meter import LoadMeter
 from .kv_cache_spec import KVCacheSpec, calibrated, kv_cache_spec
@@ -115,7 +113,7 @@ def build_streamed_quantized_model(cfg: EngineConfig, path, hf_config, device, d
     # The key covers everything the quantized tensors depend on: checkpoint and dtype.
     key = f"{checkpoint_fingerprint(files)}-{str(dtype).replace('torch.', '')}"
     loaded, report = load_streaming(model, iter_mapped_weights(files), QuantConfig(format=cfg.quantization), device,
-                                    hf_config, cache_dir=_quant_cache_dir(cfg), cache_key=key)
+                                    hf_config, cache_dir=quant_cache_dir(cfg), cache_key=key)
     missing = model.expected_weights() - loaded
     if missing:
         raise ValueError(f"checkpoint {path} lacks weights: {sorted(missing)[:6]}...")
@@ -136,8 +134,7 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         from .fallback_setup import build_fallback_parts
 
         return build_fallback_parts(cfg, path, hf_config, device, dtype, tok)
-    max_pos = int(getattr(hf_config, "max_position_embeddings", 4096))
-    max_model_len = min(cfg.max_model_len or max_pos, max_pos)
+    max_pos, max_model_len = model_max_len(cfg, hf_config)
     sliding = getattr(hf_config, "sliding_window", None)
     if sliding and getattr(hf_config, "use_sliding_window", True) and sliding < max_model_len:
         log.warning("model uses sliding-window attention (%d); capping max_model_len to it", sliding)
@@ -161,14 +158,10 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     elif cfg.quantization and not streamed:  # LoRA: merged dense, then quantized
         from .quant import QuantConfig, quantize_model_
 
-        from .loader import checkpoint_fingerprint
-
-        # The key covers everything the quantized tensors depend on: checkpoint, merged adapters, dtype.
-        adapters = [p for d in (cfg.lora_path or []) for p in sorted(Path(d).glob("adapter_*"))]
-        key = f"{checkpoint_fingerprint(files + adapters)}-{report['dtype']}"
+        key = quant_cache_key(cfg, files, report.dtype)
         try:
             report["quantization"] = quantize_model_(
-                model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
+                model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg), cache_key=key)
         except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
             _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
     report["load"] = load.done(model)
@@ -221,14 +214,6 @@ def _any_quantized(model) -> bool:
     from .quant import QUANTIZED_TYPES
 
     return any(isinstance(m, QUANTIZED_TYPES) for m in model.modules())
-
-
-def _quant_cache_dir(cfg: EngineConfig) -> Path | None:
-    """Where quantized weights are cached between starts ("" turns the cache off)."""
-    if cfg.quant_cache_dir is not None:
-        return Path(cfg.quant_cache_dir).expanduser() if cfg.quant_cache_dir else None
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "docgen-engine" / "quant"
 
 
 def _backend_name(cfg: EngineConfig, device: torch.device) -> str:

@@ -58,3 +58,25 @@ def test_both_runners_satisfy_the_runner_contract(tiny_checkpoint):
         assert isinstance(llm.runner, Runner), type(llm.runner)
         assert llm.runner.vocab_size == llm.hf_config.vocab_size
     assert native.runner.attn_layers and not fallback.runner.attn_layers
+
+
+def test_fallback_quantization_uses_the_weights_cache(tiny_checkpoint, tmp_path):
+    """The fallback passes the cache directory with its key (it used to pass a key and no
+    directory, so quant_cache_dir was silently ignored): the second load reads the cache."""
+    import warnings
+
+    from app.engine import LLM, SamplingParams
+
+    path = str(tiny_checkpoint("tiny-phi3"))
+    outs, caches = [], []
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            llm = LLM(path, block_size=4, max_model_len=32, device="cpu", quantization="8bit",
+                      quant_cache_dir=str(tmp_path))
+        q = llm.load_report.quantization
+        assert q["quantized"], "tiny-phi3 has nn.Linear layers to quantize"
+        caches.append(q["cache"])
+        outs.append(llm.generate(["def f(x):"], SamplingParams(max_tokens=4, ignore_eos=True))[0].token_ids)
+    assert caches == ["miss", "hit"] and list(tmp_path.iterdir())
+    assert outs[0] == outs[1]
