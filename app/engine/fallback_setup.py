@@ -41,8 +41,7 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
     if cfg.speculative.method == "draft":
         raise ValueError(f"{archs[0]} runs on the transformers fallback backend, which cannot verify a draft "
                          "model's proposals; use speculative_method='ngram' or no speculative decoding")
-    report = LoadReport(model_path=str(path), device=str(device), dtype=str(dtype).replace("torch.", ""),
-                        backend=BACKEND, extra={"architecture": archs[0]})
+    report = LoadReport.start(path, device, dtype, BACKEND, architecture=archs[0])
     notes = []
     if cfg.kv_cache_dtype == "fp8":
         notes.append("kv_cache_dtype='fp8' ignored")

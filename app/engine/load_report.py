@@ -42,6 +42,12 @@ class LoadReport(MutableMapping):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
 
+    @classmethod
+    def start(cls, path, device, dtype, backend: str = "native", **extra: Any) -> "LoadReport":
+        """The header every runner's setup writes first (the dtype without its "torch." prefix)."""
+        return cls(model_path=str(path), device=str(device), dtype=str(dtype).replace("torch.", ""),
+                   backend=backend, extra=dict(extra))
+
     # ----- the typed reads the layers above use ---------------------------------------------
     @property
     def compiled(self) -> bool:

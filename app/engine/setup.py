@@ -140,8 +140,7 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         log.warning("model uses sliding-window attention (%d); capping max_model_len to it", sliding)
         max_model_len = sliding
     load = LoadMeter()
-    report = LoadReport(model_path=str(path), device=str(device), dtype=str(dtype).replace("torch.", ""),
-                        backend="native")
+    report = LoadReport.start(path, device, dtype, "native")
     streamed = _streams_quantization(cfg, prequant)
     if streamed:
         try:

@@ -37,6 +37,14 @@ def test_dict_writes_land_in_fields_or_extra():
     assert r.compiled
 
 
+def test_start_writes_the_common_header():
+    import torch
+
+    r = LoadReport.start("/m", torch.device("cpu"), torch.bfloat16, "transformers-fallback", architecture="X")
+    assert dict(r) == {"model_path": "/m", "device": "cpu", "dtype": "bfloat16",
+                       "backend": "transformers-fallback", "architecture": "X"}
+
+
 def test_backend_is_validated():
     with pytest.raises(ValueError, match="backend must be one of"):
         LoadReport(backend="tensorrt")
