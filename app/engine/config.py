@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-QUANT_FORMATS = (None, "8bit", "4bit", "fp8")
+from .names import normalize_quantization
 KV_DTYPES = ("auto", "fp8")
 
 
@@ -63,16 +63,13 @@ class EngineConfig:
     optional_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.quantization in ("none", "None", ""):
-            self.quantization = None
+        self.quantization = normalize_quantization(self.quantization)
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        if self.quantization not in QUANT_FORMATS:
-            raise ValueError(f"quantization must be one of {QUANT_FORMATS}, got {self.quantization!r}")
         if self.kv_cache_dtype not in KV_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_DTYPES}, got {self.kv_cache_dtype!r}")
         if self.kv_cache_scales is not None and self.kv_cache_dtype != "fp8":

@@ -62,6 +62,10 @@ class FallbackRunner:
         # the slow obviously-correct reference the tests compare against).
         self.batch_decode = True
 
+    @property
+    def vocab_size(self) -> int:
+        return self.model.spec.vocab_size
+
     # ----- virtual KV pool (sizes the scheduler's admission only) --------------------------
     def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int:
         return self.block_size * self.model.spec.kv_bytes_per_token(kv_dtype)
@@ -106,9 +110,11 @@ class FallbackRunner:
 
     # ----- one step ------------------------------------------------------------------------
     @torch.inference_mode()
-    def execute(self, out: SchedulerOutput) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    def execute(self, out: SchedulerOutput, pending=None) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
         """Forwards each scheduled sequence's new tokens; returns logits (R, vocab) float32 of the
         sampling rows and (seq_id, first row, number of rows) per sampling sequence."""
+        if pending is not None:  # async scheduling is refused for this backend at load (inflight.py)
+            raise ValueError("the transformers fallback runner cannot take a step's tokens still on the device")
         self._prune({s.seq.seq_id for s in out.scheduled})
         logits_of: dict[int, torch.Tensor] = {}  # seq_id -> (rows, vocab)
         decode, decode_lens = [], []

@@ -12,7 +12,10 @@ import warnings
 
 import torch
 
+from .engine_parts import (EngineParts, RunnerCapabilities, allocate_kv_pool, model_max_len, quant_cache_dir,
+                           quant_cache_key)
 from .fallback_runner import FallbackRunner
+from .load_report import LoadReport
 from .models.hf_fallback import build_fallback_model
 
 log = logging.getLogger(__name__)
@@ -22,7 +25,7 @@ BACKEND = "transformers-fallback"
 # What the native backend has and the fallback does not (name -> why / what runs instead).
 UNAVAILABLE = {
     "paged_kv": "no paged KV cache: one dense transformers cache per sequence",
-    "prefix_caching": "no prefix sharing between requests (enable_prefix_caching is forced off)",
+    "prefix_caching": "no prefix sharing between requests (enable_prefix_caching has no effect)",
     "triton_attention": "no Triton paged attention: transformers' own attention implementation runs",
     "cuda_graphs": "no CUDA graphs",
     "fp8_kv_cache": "no fp8 KV cache: the cache is kept in the model dtype",
@@ -33,18 +36,13 @@ UNAVAILABLE = {
 
 
 def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torch.dtype, tok):
-    from .setup import EngineParts, allocate_kv_pool
-
     archs = list(getattr(hf_config, "architectures", None) or [type(hf_config).__name__])
     _check_transformers_has(archs, hf_config, cfg.trust_remote_code)
     if cfg.speculative.method == "draft":
         raise ValueError(f"{archs[0]} runs on the transformers fallback backend, which cannot verify a draft "
                          "model's proposals; use speculative_method='ngram' or no speculative decoding")
-    report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-                    "backend": BACKEND, "architecture": archs[0]}
+    report = LoadReport.start(path, device, dtype, BACKEND, architecture=archs[0])
     notes = []
-    if cfg.enable_prefix_caching:
-        cfg.enable_prefix_caching = False  # the LLM builds its BlockManager from this after us
     if cfg.kv_cache_dtype == "fp8":
         notes.append("kv_cache_dtype='fp8' ignored")
     if cfg.attention_backend == "triton":
@@ -52,10 +50,10 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
 
     model, files = build_fallback_model(cfg, path, hf_config, device, dtype)
     if cfg.quantization:
-        from .loader import checkpoint_fingerprint
         from .quant import QuantConfig, quantize_model_
 
-        q = quantize_model_(model, QuantConfig(format=cfg.quantization), cache_key=checkpoint_fingerprint(files))
+        q = quantize_model_(model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg),
+                            cache_key=quant_cache_key(cfg, files, report.dtype))
         report["quantization"] = q
         if not q["quantized"]:
             notes.append(f"quantization={cfg.quantization!r} found no plain nn.Linear layer to quantize "
@@ -63,8 +61,7 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
     if cfg.lora_path:
         report["lora"] = [str(p) for p in cfg.lora_path]
 
-    max_pos = int(getattr(hf_config, "max_position_embeddings", None) or 4096)
-    max_model_len = min(cfg.max_model_len or max_pos, max_pos)
+    _, max_model_len = model_max_len(cfg, hf_config)
     runner = FallbackRunner(model, device, dtype, cfg.block_size)
     num_blocks, max_model_len = allocate_kv_pool(cfg, runner, dtype, device, max_model_len)
     report.update(kv_blocks=num_blocks, kv_tokens=num_blocks * cfg.block_size, max_model_len=max_model_len,
@@ -78,7 +75,7 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
         f"and draft-model speculation" + (f" ({'; '.join(notes)})" if notes else ""),
         UserWarning, stacklevel=4)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report,
-                       backend=BACKEND)
+                       backend=BACKEND, capabilities=RunnerCapabilities(prefix_caching=False))
 
 
 def _check_transformers_has(archs: list[str], hf_config, trust_remote_code: bool) -> None:

@@ -24,6 +24,7 @@ from .config import EngineConfig, SpeculativeConfig
 from .detokenizer import IncrementalDetokenizer
 from .errors import UnsupportedFeature
 from .inflight import PendingTokens, resolve_async_scheduling
+from .load_report import LoadReport
 from .outputs import RequestOutput
 from .parallel_sampling import SampleGroups, child_params
 from .sampling_params import SamplingParams
@@ -41,6 +42,9 @@ class _Launched:
 
 
 class LLM:
+    backend: str  # "native" | "transformers-fallback" (load_report.BACKENDS), set on every load
+    load_report: LoadReport
+
     def __init__(self, model: str, **kwargs):
         spec_keys = {f.name for f in fields(SpeculativeConfig)}
         spec_kw = {k[len("speculative_"):]: kwargs.pop(k) for k in list(kwargs) if k.startswith("speculative_")
@@ -57,7 +61,9 @@ class LLM:
         self.num_kv_blocks = parts.num_blocks
         self.load_report = parts.report
         self.backend = parts.backend  # "native" | "transformers-fallback"
-        self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        # Asked for and possible with this runner (the fallback has no paged KV): cfg stays as given.
+        self.prefix_caching = cfg.enable_prefix_caching and parts.capabilities.prefix_caching
+        self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, self.prefix_caching)
         self.scheduler = Scheduler(
             self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.max_model_len,
             self.tokenizer.eos_token_ids,
@@ -112,7 +118,7 @@ class LLM:
             # Only a draft model reads these two; the fallback runner (no paged attention layers,
             # no DecoderSpec) refuses one at load.
             attn_backend=self.runner.attn_layers[0].backend if self.runner.attn_layers else None,
-            vocab_size=getattr(self.runner.model.spec, "vocab_size", None),
+            vocab_size=self.runner.vocab_size,
             num_kv_blocks=self.num_kv_blocks, planned_draft_kv_blocks=self.load_report.get("draft_kv_blocks"))
 
     # ----- requests ------------------------------------------------------------------------
@@ -154,7 +160,7 @@ class LLM:
         if len(ids) >= self.max_model_len:
             return (f"prompt has {len(ids)} tokens but the model's maximum length is {self.max_model_len} "
                     "(prompt + at least one new token); shorten or split the input")
-        vocab = self.runner.model.spec.vocab_size
+        vocab = self.runner.vocab_size
         bad = [t for t in ids if not 0 <= t < vocab]
         if bad:
             return f"token ids out of range for a vocabulary of {vocab}: {bad[:5]}"

@@ -7,44 +7,10 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-
-WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
-
-
-def resolve_model_path(model: str | os.PathLike) -> Path:
-    """A local directory as is; otherwise a hub id through huggingface_hub's cache."""
-    p = Path(model).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise ValueError(f"{p} has no config.json: pass a Hugging Face-format model directory")
-        return p
-    s = str(model)
-    if p.exists() or s.startswith((".", "/", "~")) or s.count("/") != 1:
-        raise ValueError(
-            f"model path {s!r} does not exist; pass an existing local model directory or a hub id "
-            "such as 'Qwen/Qwen2.5-Coder-7B-Instruct'"
-        )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as e:  # pragma: no cover
-        raise ValueError("huggingface_hub is needed to resolve hub ids; pass a local path") from e
-    try:
-        return Path(snapshot_download(s, allow_patterns=WEIGHT_PATTERNS, local_files_only=True))
-    except Exception:
-        pass
-    try:
-        return Path(snapshot_download(s, allow_patterns=WEIGHT_PATTERNS))
-    except Exception as e:
-        raise ValueError(
-            f"could not get model {s!r}: it is not in the local Hugging Face cache and the hub is "
-            f"unreachable ({type(e).__name__}). Download it on a connected machine "
-            f"(`huggingface-cli download {s}`) or pass a local model directory."
-        ) from None
 
 
 def load_hf_config(path: Path, trust_remote_code: bool = False):

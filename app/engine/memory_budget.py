@@ -108,7 +108,8 @@ def draft_footprint(ecfg, dtype: torch.dtype, max_model_len: int) -> DraftFootpr
     spec = ecfg.speculative
     if spec.method != "draft":
         return None
-    from .loader import load_hf_config, resolve_model_path, weight_files
+    from .loader import load_hf_config, weight_files
+    from .names import resolve_model_path
 
     path = resolve_model_path(spec.draft_model)
     hf = load_hf_config(path, ecfg.trust_remote_code)

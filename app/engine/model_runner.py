@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .attention.backend import PagedAttention
 from .attention.metadata import AttentionMetadata
 from .inflight import PendingTokens, to_device
 from .kv_cache_spec import KVCacheSpec, as_kv_spec
@@ -33,10 +34,14 @@ class ModelRunner:
     def __init__(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype, block_size: int):
         self.model = model
         self.device, self.dtype, self.block_size = device, dtype, block_size
-        self.attn_layers = [m for m in model.modules() if m.__class__.__name__ == "PagedAttention"]
+        self.attn_layers = [m for m in model.modules() if isinstance(m, PagedAttention)]
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.kv_spec = KVCacheSpec(dtype)
         self.graphs = None  # CudaGraphDecoder when decode runs through CUDA graphs
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.spec.vocab_size
 
     # ----- KV pool -------------------------------------------------------------------------
     def kv_bytes_per_block(self, kv_dtype: torch.dtype) -> int:

@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 from .attention.backend import load_backend
 from .config import EngineConfig
-from .cpu_kv import cpu_kv_budget, cpu_kv_dtype
+from .cpu_kv import cpu_kv_dtype
+from .engine_parts import EngineParts, allocate_kv_pool, model_max_len, quant_cache_dir, quant_cache_key
 from .errors import UnsupportedFeature
 from .load_meter import LoadMeter
-from .kv_cache_spec import KVCacheSpec, as_kv_spec, calibrated, kv_cache_spec
-from .memory_budget import KvPlan, draft_footprint, plan_kv_blocks, read_cuda_memory, usable_bytes
-from .loader import iter_weights, load_hf_config, resolve_model_path, weight_files
-from .model_check import check_model
+from .kv_cache_spec import KVCacheSpec, calibrated, kv_cache_spec
+from .loader import iter_weights, load_hf_config, weight_files
+from .load_report import LoadReport
+from .names import resolve_device, resolve_model_path
+from .checkpoint_check import check_model
 from .model_runner import ModelRunner
 from .models.registry import build_native_model, has_native_implementation
 from .quant.prequant_config import prequantized_spec
@@ -31,28 +30,6 @@ from .tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class EngineParts:
-    tokenizer: Tokenizer
-    runner: ModelRunner
-    device: torch.device
-    dtype: torch.dtype
-    hf_config: object
-    max_model_len: int
-    num_blocks: int
-    report: dict = field(default_factory=dict)
-    backend: str = "native"  # or "transformers-fallback" (architectures without a native model)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA device is available; use device='cpu'")
-    return dev
 
 
 def resolve_dtype(name: str, hf_config, device: torch.device) -> torch.dtype:
@@ -136,7 +113,7 @@ def build_streamed_quantized_model(cfg: EngineConfig, path, hf_config, device, d
     # The key covers everything the quantized tensors depend on: checkpoint and dtype.
     key = f"{checkpoint_fingerprint(files)}-{str(dtype).replace('torch.', '')}"
     loaded, report = load_streaming(model, iter_mapped_weights(files), QuantConfig(format=cfg.quantization), device,
-                                    hf_config, cache_dir=_quant_cache_dir(cfg), cache_key=key)
+                                    hf_config, cache_dir=quant_cache_dir(cfg), cache_key=key)
     missing = model.expected_weights() - loaded
     if missing:
         raise ValueError(f"checkpoint {path} lacks weights: {sorted(missing)[:6]}...")
@@ -157,15 +134,13 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         from .fallback_setup import build_fallback_parts
 
         return build_fallback_parts(cfg, path, hf_config, device, dtype, tok)
-    max_pos = int(getattr(hf_config, "max_position_embeddings", 4096))
-    max_model_len = min(cfg.max_model_len or max_pos, max_pos)
+    max_pos, max_model_len = model_max_len(cfg, hf_config)
     sliding = getattr(hf_config, "sliding_window", None)
     if sliding and getattr(hf_config, "use_sliding_window", True) and sliding < max_model_len:
         log.warning("model uses sliding-window attention (%d); capping max_model_len to it", sliding)
         max_model_len = sliding
     load = LoadMeter()
-    report: dict = {"model_path": str(path), "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-                    "backend": "native"}
+    report = LoadReport.start(path, device, dtype, "native")
     streamed = _streams_quantization(cfg, prequant)
     if streamed:
         try:
@@ -182,14 +157,10 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     elif cfg.quantization and not streamed:  # LoRA: merged dense, then quantized
         from .quant import QuantConfig, quantize_model_
 
-        from .loader import checkpoint_fingerprint
-
-        # The key covers everything the quantized tensors depend on: checkpoint, merged adapters, dtype.
-        adapters = [p for d in (cfg.lora_path or []) for p in sorted(Path(d).glob("adapter_*"))]
-        key = f"{checkpoint_fingerprint(files + adapters)}-{report['dtype']}"
+        key = quant_cache_key(cfg, files, report.dtype)
         try:
             report["quantization"] = quantize_model_(
-                model, QuantConfig(format=cfg.quantization), cache_dir=_quant_cache_dir(cfg), cache_key=key)
+                model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg), cache_key=key)
         except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
             _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
     report["load"] = load.done(model)
@@ -227,7 +198,7 @@ def _streams_quantization(cfg: EngineConfig, prequant) -> bool:
     return bool(cfg.quantization) and not prequant and not cfg.lora_path
 
 
-def _optional_failed(cfg: EngineConfig, report: dict, feature: str, exc: BaseException, intact: bool) -> None:
+def _optional_failed(cfg: EngineConfig, report: LoadReport, feature: str, exc: BaseException, intact: bool) -> None:
     """An optional feature failed at load: turn it off in place if the caller allows it and the
     model is still whole, else raise UnsupportedFeature naming it."""
     reason = f"{type(exc).__name__}: {exc}"
@@ -244,14 +215,6 @@ def _any_quantized(model) -> bool:
     return any(isinstance(m, QUANTIZED_TYPES) for m in model.modules())
 
 
-def _quant_cache_dir(cfg: EngineConfig) -> Path | None:
-    """Where quantized weights are cached between starts ("" turns the cache off)."""
-    if cfg.quant_cache_dir is not None:
-        return Path(cfg.quant_cache_dir).expanduser() if cfg.quant_cache_dir else None
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "docgen-engine" / "quant"
-
-
 def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
     if cfg.attention_backend != "auto":
         return cfg.attention_backend
@@ -265,57 +228,6 @@ def _backend_name(cfg: EngineConfig, device: torch.device) -> str:
             log.warning("Triton attention unavailable on this GPU; using the torch reference backend")
         return "torch_ref"
     return "torch_cpu"
-
-
-def allocate_kv_pool(cfg: EngineConfig, runner, kv_spec: KVCacheSpec | torch.dtype, device, max_model_len: int,
-                     report: dict | None = None) -> tuple[int, int]:
-    """Sizes and allocates the KV pool; returns (num_blocks, max_model_len capped to what fits).
-
-    With a draft model the plan also reserves the draft's weights and KV pool; report["draft_kv_blocks"]
-    tells the draft how many blocks it may allocate (memory_budget.py)."""
-    kv_spec = as_kv_spec(kv_spec)
-    plan = plan_kv_pool(cfg, runner, kv_spec.dtype, device, max_model_len)
-    num_blocks = plan.num_blocks
-    if report is not None and plan.draft_blocks:
-        report["draft_kv_blocks"] = plan.draft_blocks
-    runner.allocate_kv_cache(num_blocks, kv_spec)
-    if num_blocks * cfg.block_size < max_model_len:
-        log.warning("KV pool holds %d tokens, less than max_model_len %d: capping max_model_len",
-                    num_blocks * cfg.block_size, max_model_len)
-        max_model_len = num_blocks * cfg.block_size
-    return num_blocks, max_model_len
-
-
-def plan_kv_pool(cfg: EngineConfig, runner: ModelRunner, kv_dtype, device, max_model_len: int) -> KvPlan:
-    """The budget: on CUDA the memory usable under gpu_memory_utilization, split between the
-    target's pool and a draft's weights + pool; else kv_cache_memory_gb or a CPU cap for the
-    target's pool (the user sized it), the draft's pool as many blocks (capped by what it can use)."""
-    per_block = runner.kv_bytes_per_block(kv_dtype)
-    try:
-        draft = draft_footprint(cfg, getattr(runner, "dtype", kv_dtype), max_model_len)
-    except (OSError, ValueError) as e:  # unreadable draft: the draft's own loader reports it (spec/draft.py)
-        log.debug("draft model not budgeted: %s", e)
-        draft = None
-    d_block, d_max = (draft.block_bytes, draft.max_blocks) if draft else (0, None)
-    if cfg.kv_cache_memory_gb is None and device.type == "cuda":
-        budget = usable_bytes(read_cuda_memory(device), cfg.gpu_memory_utilization)
-        plan = plan_kv_blocks(budget, per_block, d_block, draft.weight_bytes if draft else 0, d_max)
-    else:
-        if cfg.kv_cache_memory_gb is not None:
-            budget = int(cfg.kv_cache_memory_gb * (1 << 30))
-        else:
-            budget = cpu_kv_budget(cfg, per_block, max_model_len)
-        n = budget // per_block
-        plan = KvPlan(n, min(n, d_max) if draft else 0, budget)
-    if plan.num_blocks < 1 or (draft and plan.draft_blocks < 1):
-        need = per_block + d_block + plan.draft_weight_bytes
-        extra = (f", plus the draft model's {plan.draft_weight_bytes / 2**30:.2f} GiB of weights and "
-                 f"{d_block / 2**20:.2f} MiB per block" if draft else "")
-        raise ValueError(
-            f"no memory left for the KV cache (budget {plan.budget / 2**30:.2f} GiB; one block needs "
-            f"{per_block / 2**20:.2f} MiB{extra}, {need / 2**30:.2f} GiB at least); raise kv_cache_memory_gb / "
-            "gpu_memory_utilization, free the GPU of other processes, or use a smaller model")
-    return plan
 
 
 def _setup_cuda_graphs(cfg, runner, backend, device, max_model_len) -> dict:

@@ -19,34 +19,17 @@ from typing import Any, Sequence
 
 import torch
 
-from app.llm.model_source import resolve_model_dir
-from app.llm import prompts
+from app.engine.names import normalize_quantization, resolve_device, resolve_model_path
+from app.llm.generator_base import DocGeneratorBase
 from app.llm.prompts import PROMPT_VERSION, prompt_ids
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
-QUANTIZATIONS = ("4bit", "8bit", "none")
+BASELINE_QUANTIZATIONS = ("4bit", "8bit")  # bitsandbytes formats
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
 }
-
-
-def _normalize_quantization(q: Any) -> str:
-    if q is None or q is False:
-        return "none"
-    if isinstance(q, str) and q.lower() in QUANTIZATIONS:
-        return q.lower()
-    raise ValueError(f"quantization={q!r} is not supported; use one of {QUANTIZATIONS}")
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but no CUDA device is available; use device='cpu' or 'auto'")
-    return dev
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -89,7 +72,7 @@ def _cancel_criterion(event: threading.Event):
     return _Cancelled()
 
 
-class LocalDocGenerator:
+class LocalDocGenerator(DocGeneratorBase):
     """Documents code chunks with `AutoModelForCausalLM.generate`, strictly one at a time."""
 
     def __init__(
@@ -119,8 +102,8 @@ class LocalDocGenerator:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.model_id = str(model_id)
         self.max_concurrency = 1  # one chunk at a time: docgen keeps its own queue short and in priority order
-        self.quantization_requested = _normalize_quantization(quantization)
-        self.device = _resolve_device(device)
+        self.quantization_requested = normalize_quantization(quantization, BASELINE_QUANTIZATIONS) or "none"
+        self.device = resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         self.max_new_tokens = int(max_new_tokens)
         self.max_seq_length = int(max_seq_length)
@@ -131,7 +114,7 @@ class LocalDocGenerator:
         self._lock = threading.Lock()  # transformers models are not safe to call concurrently
         self._closed = False
 
-        self.model_path = resolve_model_dir(self.model_id, local_files_only=local_files_only)
+        self.model_path = resolve_model_path(self.model_id, local_files_only=local_files_only)
         self.quantization = self._choose_quantization()
         self._load(trust_remote_code)
 
@@ -173,7 +156,7 @@ class LocalDocGenerator:
             kwargs["device_map"] = {"": self.device.index or 0}
             self.notes.append(f"weights quantized by bitsandbytes ({self.quantization})")
         from app.engine.loader import load_hf_config
-        from app.engine.model_check import check_checkpoint
+        from app.engine.checkpoint_check import check_checkpoint
 
         # Config sizes and weight files checked before transformers allocates anything (clear
         # errors for a broken config.json or a truncated download). Memory is not estimated here:
@@ -223,10 +206,6 @@ class LocalDocGenerator:
         )
 
     # ---- generation ----------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("this LocalDocGenerator is closed; create a new one")
 
     def _generate_one(self, chunk: CodeChunk, submitted_at: float, cancel: threading.Event | None = None) -> DocResult:
         with self._lock:
@@ -317,14 +296,6 @@ class LocalDocGenerator:
 
     # ---- reporting and lifetime --------------------------------------------------------------
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text` with this model's tokenizer (docgen sizes its chunks with it)."""
-        return prompts.count_tokens(self.tokenizer, text)
-
-    def count_prompt_tokens(self, chunk: ChunkLike) -> int:
-        """Tokens of the full prompt this generator would send for `chunk`."""
-        return prompts.count_prompt_tokens(self.tokenizer, chunk)
-
     def report(self) -> dict[str, Any]:
         import transformers
 
@@ -348,28 +319,12 @@ class LocalDocGenerator:
             "notes": list(self.notes),
         }
 
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+    def _release(self) -> None:
+        with self._lock:  # a generation in progress finishes first; later ones see _closed
             self.model = None
             gc.collect()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-
-    async def __aenter__(self) -> "LocalDocGenerator":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __enter__(self) -> "LocalDocGenerator":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 def create_local_generator(
     model_id: str,

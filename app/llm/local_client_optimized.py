@@ -14,6 +14,7 @@ measured from the moment the chunk was submitted.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import sys
 import time
@@ -25,8 +26,9 @@ from typing import Any, Sequence
 import torch
 
 from app.llm.engine_thread import EngineThread
-from app.llm.optimizations import OptimizationPlan, as_dicts, normalize_quantization
-from app.llm import prompts
+from app.engine.names import normalize_quantization, resolve_device
+from app.llm.optimizations import OptimizationPlan, as_dicts
+from app.llm.generator_base import DocGeneratorBase
 from app.llm.prompts import PROMPT_VERSION, prompt_ids
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
@@ -34,7 +36,7 @@ _FINISH = {"stop": "stop", "length": "length", "error": "error", "abort": "cance
 _ids = itertools.count()
 
 
-class OptimizedLocalDocGenerator:
+class OptimizedLocalDocGenerator(DocGeneratorBase):
     """Documents code chunks with the engine: continuous batching, prefix reuse, and the rest."""
 
     def __init__(
@@ -86,7 +88,7 @@ class OptimizedLocalDocGenerator:
         self.warnings: list[str] = []
         self._closed = False
         self.reloads = 0  # loads repeated because a feature failed after the weights were changed
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         self._plan = OptimizationPlan(
             device=dev, quantization=normalize_quantization(quantization), max_batch_size=max_batch_size,
             enable_speculative_decoding=bool(enable_speculative_decoding), draft_model_id=draft_model_id,
@@ -131,7 +133,7 @@ class OptimizedLocalDocGenerator:
                 self._plan.degrade(e.feature, e.reason)
                 self.reloads += 1
                 continue
-            for feature, reason in llm.load_report.get("disabled_features", {}).items():
+            for feature, reason in (llm.load_report.disabled_features or {}).items():
                 self._plan.degrade(feature, reason)
             return llm
 
@@ -148,10 +150,6 @@ class OptimizedLocalDocGenerator:
                                module=frame.f_globals.get("__name__", "?"), registry=self._py_warn_registry)
 
     # ----- generation ---------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("this OptimizedLocalDocGenerator is closed; create a new one")
-
     async def generate_async(self, chunk: ChunkLike) -> DocResult:
         """Document one chunk; concurrent calls share the engine's batch."""
         self._check_open()
@@ -218,30 +216,11 @@ class OptimizedLocalDocGenerator:
         self._check_open()
         return list(await asyncio.gather(*(self.generate_async(c) for c in chunks)))
 
-    def generate_batch(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
-        """Synchronous `generate_batch_async` (for code without an event loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.generate_batch_async(chunks))
-        raise RuntimeError("generate_batch() blocks; inside async code use `await generator.generate_batch_async(...)`")
-
-    def generate(self, chunk: ChunkLike) -> DocResult:
-        return self.generate_batch([chunk])[0]
-
     # ----- reporting and lifetime ---------------------------------------------------------
     @property
     def engine_stats(self) -> dict[str, Any]:
         """The engine's scheduler counters (steps, max_seqs_in_step, prefix-cache hits, free KV blocks)."""
         return self._engine.call(lambda llm: dict(llm.stats))
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text` with this model's tokenizer (docgen sizes its chunks with it)."""
-        return prompts.count_tokens(self.tokenizer, text)
-
-    def count_prompt_tokens(self, chunk: ChunkLike) -> int:
-        """Tokens of the full prompt this generator would send for `chunk`."""
-        return prompts.count_prompt_tokens(self.tokenizer, chunk)
 
     def report(self) -> dict[str, Any]:
         llm = self._engine.llm
@@ -250,14 +229,14 @@ class OptimizedLocalDocGenerator:
         return {
             "generator": "OptimizedLocalDocGenerator",
             "model": self.model_id,
-            "backend": getattr(llm, "backend", "native"),
+            "backend": llm.backend,
             "device": str(llm.device),
             "dtype": str(llm.dtype).replace("torch.", ""),
             "prompt_version": PROMPT_VERSION,
             "optimizations": opts,
             "active": [k for k, v in opts.items() if v["active"]],
             "inactive": {k: v["detail"] for k, v in opts.items() if not v["active"]},
-            "engine": {"load_report": dict(llm.load_report), "max_num_seqs": cfg.max_num_seqs,
+            "engine": {"load_report": llm.load_report.as_dict(), "max_num_seqs": cfg.max_num_seqs,
                        "max_num_batched_tokens": cfg.max_num_batched_tokens, "block_size": cfg.block_size,
                        "max_model_len": llm.max_model_len, "attention_backend": cfg.attention_backend},
             "sampling": {"max_new_tokens": self._params.max_tokens, "temperature": self._params.temperature,
@@ -268,24 +247,8 @@ class OptimizedLocalDocGenerator:
             "closed": self._closed,
         }
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._engine.close()
-
-    async def __aenter__(self) -> "OptimizedLocalDocGenerator":
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        # Joining the thread blocks; do it off the event loop.
-        await asyncio.to_thread(self.close)
-
-    def __enter__(self) -> "OptimizedLocalDocGenerator":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
+    def _release(self) -> None:
+        self._engine.close()
 
 def _resolve(fut: asyncio.Future, out: Any) -> None:
     if fut.done():  # cancelled meanwhile
@@ -296,41 +259,14 @@ def _resolve(fut: asyncio.Future, out: Any) -> None:
         fut.set_result(out)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but no CUDA device is available; use device='cpu' or 'auto'")
-    return dev
+def create_optimized_local_generator(*args: Any, **kwargs: Any) -> OptimizedLocalDocGenerator:
+    """The guide's factory: `OptimizedLocalDocGenerator(...)`, same parameters. Optimizations this
+    machine or engine cannot run are turned off with one warning each; `generator.report()` says
+    what is active. Extra keyword arguments: top_p, top_k, seed, ignore_eos (sampling) and any
+    other `app.engine.LLM` argument (dtype, max_num_batched_tokens, block_size, ...)."""
+    return OptimizedLocalDocGenerator(*args, **kwargs)
 
 
-def create_optimized_local_generator(
-    model_id: str,
-    quantization: str | None = "4bit",
-    max_batch_size: int = 8,
-    enable_speculative_decoding: bool = False,
-    draft_model_id: str | None = None,
-    enable_static_cache: bool = True,
-    enable_kv_cache_quantization: bool = False,
-    enable_compilation: bool = False,
-    use_flash_attention: bool = True,
-    max_seq_length: int = 4096,
-    *,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    device: str = "auto",
-    lora_id: str | None = None,
-    lora_path: str | None = None,
-    kv_cache_memory_gb: float | None = None,
-    **engine_kwargs: Any,
-) -> OptimizedLocalDocGenerator:
-    """The guide's factory. Optimizations this machine or engine cannot run are turned off with
-    one warning each; `generator.report()` says what is active. Extra keyword arguments: top_p,
-    top_k, seed, ignore_eos (sampling) and any other `app.engine.LLM` argument (dtype,
-    max_num_batched_tokens, block_size, ...)."""
-    return OptimizedLocalDocGenerator(
-        model_id, quantization, max_batch_size, enable_speculative_decoding, draft_model_id, enable_static_cache,
-        enable_kv_cache_quantization, enable_compilation, use_flash_attention, max_seq_length,
-        max_new_tokens=max_new_tokens, temperature=temperature, device=device, lora_id=lora_id,
-        lora_path=lora_path, kv_cache_memory_gb=kv_cache_memory_gb, **engine_kwargs)
+# help() and IDEs show the constructor's parameters (one signature, written once, in __init__).
+create_optimized_local_generator.__signature__ = inspect.signature(OptimizedLocalDocGenerator).replace(
+    return_annotation=OptimizedLocalDocGenerator)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-QUANTIZATIONS = ("4bit", "8bit", "fp8", "none", None)
+
 Warn = Callable[[str, str], None]  # (key, message): the generator warns once per key
 
 
@@ -33,14 +33,6 @@ class Optimization:
     requested: Any
     active: bool = False
     detail: str = ""  # what runs, or why it does not
-
-
-def normalize_quantization(q: Any) -> str | None:
-    if q is False or q is None or (isinstance(q, str) and q.lower() in ("none", "")):
-        return None
-    if isinstance(q, str) and q.lower() in QUANTIZATIONS:
-        return q.lower()
-    raise ValueError(f"quantization={q!r} is not supported; use '4bit', '8bit', 'fp8' or 'none'")
 
 
 class OptimizationPlan:
@@ -169,33 +161,33 @@ class OptimizationPlan:
             f"up to {n} sequences per step (max_num_seqs), within {cfg.max_num_batched_tokens} tokens per step "
             "(max_num_batched_tokens; long prompts are prefilled in chunks); requests join and leave between steps"
             if n > 1 else "max_batch_size=1: one sequence per step")
-        add("kv_cache_reuse", "enable_static_cache", req["enable_static_cache"], cfg.enable_prefix_caching,
+        add("kv_cache_reuse", "enable_static_cache", req["enable_static_cache"], llm.prefix_caching,
             f"prefix caching: prompt blocks of {cfg.block_size} tokens (the shared system prompt) are computed once "
-            "and reused by later requests, also within the first batch" if cfg.enable_prefix_caching
+            "and reused by later requests, also within the first batch" if llm.prefix_caching
             else f"unavailable on the {llm.backend} backend (no paged KV cache): every prompt computed in full"
-            if getattr(llm, "backend", "native") != "native"
+            if llm.backend != "native"
             else "enable_static_cache=False: prefix caching off, every prompt computed in full")
-        pool = r.get("kv_blocks", 0) * llm.runner.kv_bytes_per_block(llm.runner.kv_dtype)
+        pool = (r.kv_blocks or 0) * llm.runner.kv_bytes_per_block(llm.runner.kv_dtype)
         add("static_cache", "enable_static_cache", req["enable_static_cache"], True,
-            f"KV pool pre-allocated at load: {r.get('kv_blocks')} blocks x {cfg.block_size} tokens = "
-            f"{r.get('kv_tokens')} tokens ({_bytes(pool)} {r.get('kv_cache_dtype')}); always on in this engine"
+            f"KV pool pre-allocated at load: {r.kv_blocks} blocks x {cfg.block_size} tokens = "
+            f"{r.kv_tokens} tokens ({_bytes(pool)} {r.kv_cache_dtype}); always on in this engine"
             + ("" if req["enable_static_cache"] else " (enable_static_cache=False only turned off prefix reuse)"))
-        q = r.get("quantization")
+        q = r.quantization
         add("quantization", "quantization", req["quantization"] or "none", bool(q),
             f"weights quantized by the engine: {_short(q)}" if q
-            else self.notes.get("quantization", "quantization='none': weights in " + str(r.get("dtype"))))
-        kvd = str(r.get("kv_cache_dtype", ""))
+            else self.notes.get("quantization", "quantization='none': weights in " + str(r.dtype)))
+        kvd = r.kv_cache_dtype or ""
         add("kv_cache_quantization", "enable_kv_cache_quantization", req["enable_kv_cache_quantization"],
-            "float8" in kvd, f"KV cache stored as {kvd} (per-layer scales: {(r.get('kv_cache_scales') or {}).get('source')})" if "float8" in kvd
+            r.kv_fp8, f"KV cache stored as {kvd} (per-layer scales: {(r.kv_cache_scales or {}).get('source')})" if r.kv_fp8
             else self.notes.get("kv_cache_quantization", f"KV cache in {kvd}"))
-        compiled = bool((r.get("compile") or {}).get("active"))
+        compiled = r.compiled
         if self.compile and not compiled:
             self.notes["compilation"] = "the engine loaded without compiling (it reports no compiled model)"
-            reason = (r.get("compile") or {}).get("error") or "no compiled model reported"
+            reason = (r.compile or {}).get("error") or "no compiled model reported"
             self.warn("compilation", f"enable_compilation=True: the engine did not compile ({reason}); "
                       "the model runs eagerly")
         add("compilation", "enable_compilation", req["enable_compilation"], compiled,
-            f"compiled: {_short(r.get('compile'))}" if compiled
+            f"compiled: {_short(r.compile)}" if compiled
             else self.notes.get("compilation", "enable_compilation=False"))
         spec = getattr(llm, "spec", None)
         sc = cfg.speculative
@@ -226,9 +218,9 @@ def _quant_problem(fmt: str, device: torch.device) -> str | None:
 
 
 def _backend_name(llm: Any) -> str:
-    if getattr(llm, "backend", "native") != "native":
+    if llm.backend != "native":
         return f"{llm.backend} (transformers' own attention)"
-    return str(llm.load_report.get("attention_backend", "unknown"))
+    return str(llm.load_report.attention_backend or "unknown")
 
 
 def _short(value: Any) -> str:

@@ -9,6 +9,7 @@ import warnings
 import pytest
 
 from app.engine import LLM, SamplingParams
+from app.engine.load_report import LoadReport
 
 from .oracle import hf_greedy, run_staggered, shared_prefix_prompts
 from .quant_reference import dequantized_twin, fp32_kernels
@@ -39,10 +40,13 @@ def test_fallback_matches_transformers_and_says_what_runs(tiny_checkpoint, prese
     assert llm.backend == "transformers-fallback"
     assert len(warned) == 1 and arch in warned[0] and "paged KV" in warned[0]
     rep = llm.load_report
+    assert isinstance(rep, LoadReport) and rep.backend == "transformers-fallback" and rep.extra["architecture"] == arch
     assert rep["backend"] == "transformers-fallback" and rep["architecture"] == arch
     assert {"paged_kv", "prefix_caching", "triton_attention", "cuda_graphs", "fp8_kv_cache"} <= set(rep["unavailable"])
-    # Prefix caching does not apply (no paged KV): the shared 21-token prefix is never reused.
-    assert llm.config.enable_prefix_caching is False
+    # Prefix caching does not apply (no paged KV): the shared 21-token prefix is never reused. The
+    # runner says so in its capabilities; the caller's config is left as given.
+    assert llm.prefix_caching is False and llm.block_manager.enable_prefix_caching is False
+    assert llm.config.enable_prefix_caching is True
     outs = check(path, llm, shared_prefix_prompts())
     assert [o.num_cached_tokens for o in outs] == [0] * 5
     assert llm.stats["max_seqs_in_step"] == 5  # the whole batch ran together

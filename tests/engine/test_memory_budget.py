@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.engine import LLM, SamplingParams
-from app.engine import setup as setup_mod
+from app.engine import engine_parts as setup_mod  # KV sizing lives in engine_parts (neutral module)
 from app.engine.config import EngineConfig, SpeculativeConfig
 from app.engine.memory_budget import (
     MemoryReading, checkpoint_weight_bytes, draft_footprint, plan_kv_blocks, usable_bytes,

@@ -100,7 +100,7 @@ def test_unavailable_optimizations_warn_once_each_and_report_tells_the_truth(ckp
     assert opts["quantization"]["active"] is False
     assert opts["kv_cache_quantization"]["active"] is False
     assert opts["continuous_batching"]["active"] is True and llm.config.max_num_seqs == 8  # max_batch_size default
-    assert opts["kv_cache_reuse"]["active"] is True and llm.config.enable_prefix_caching is True
+    assert opts["kv_cache_reuse"]["active"] is True and llm.prefix_caching is True
     assert stats["prefix_cache_hit_tokens"] > 0  # three identical prompts: the reuse really happened
     assert stats["max_seqs_in_step"] > 1  # and they ran in one batch
     assert set(rep["active"]) == {"continuous_batching", "kv_cache_reuse", "static_cache", "speculative_decoding"}

@@ -149,8 +149,8 @@ def load_hf_model(path, hf_config, device: torch.device, dtype: torch.dtype, *, 
     return model.to(device).eval()
 
 
-def build_fallback_model(cfg, path, hf_config, device: torch.device, dtype: torch.dtype) -> HFCausalLM:
-    """Load the transformers model, merge LoRA adapters into it, wrap it."""
+def build_fallback_model(cfg, path, hf_config, device: torch.device, dtype: torch.dtype) -> tuple[HFCausalLM, list]:
+    """Load the transformers model, merge LoRA adapters into it, wrap it. -> (model, weight files)."""
     from ..loader import weight_files
 
     files = weight_files(path, cfg.allow_pickle)  # enforces the safetensors-only rule

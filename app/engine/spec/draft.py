@@ -19,7 +19,8 @@ import torch
 
 from ..block_manager import BlockManager
 from ..config import SpeculativeConfig
-from ..loader import load_hf_config, resolve_model_path
+from ..loader import load_hf_config
+from ..names import resolve_model_path
 from ..model_runner import ModelRunner
 from ..scheduler import ScheduledSeq, SchedulerOutput
 from ..setup import build_model

@@ -1,0 +1,73 @@
+"""app.engine.names: the one home for device, quantization-name and model-path resolution, and
+that every layer uses it (no private copies that drift apart)."""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+import torch
+
+from app.engine.config import EngineConfig
+from app.engine.names import looks_like_path, normalize_quantization, resolve_device, resolve_model_path
+
+APP = pathlib.Path(__file__).resolve().parents[2] / "app"
+
+
+@pytest.mark.parametrize("q, want", [(None, None), (False, None), ("none", None), ("None", None), ("", None),
+                                     ("4bit", "4bit"), ("8BIT", "8bit"), (" fp8 ", "fp8")])
+def test_normalize_quantization(q, want):
+    assert normalize_quantization(q) == want
+
+
+def test_normalize_quantization_rejects_unknown_and_outside_allowed():
+    with pytest.raises(ValueError, match="'4bit'"):
+        normalize_quantization("3bit")
+    with pytest.raises(ValueError, match="not supported"):
+        normalize_quantization("fp8", ("4bit", "8bit"))
+    with pytest.raises(ValueError):
+        normalize_quantization(4)
+
+
+def test_engine_config_uses_the_shared_normalisation():
+    assert EngineConfig(model="x", quantization="NONE").quantization is None
+    assert EngineConfig(model="x", quantization="8BIT").quantization == "8bit"
+    with pytest.raises(ValueError, match="not supported"):
+        EngineConfig(model="x", quantization="2bit")
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda:0")
+
+
+def test_resolve_model_path(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert resolve_model_path(tmp_path) == tmp_path
+    assert resolve_model_path(str(tmp_path)) == tmp_path
+    with pytest.raises(ValueError, match="has no config.json"):
+        resolve_model_path(tmp_path.parent)
+    with pytest.raises(ValueError, match="is a file"):
+        resolve_model_path(tmp_path / "config.json")
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_model_path(tmp_path / "missing")
+    with pytest.raises(ValueError, match="local_files_only"):
+        resolve_model_path("nobody-here/not-a-cached-model-xyz", local_files_only=True)
+    assert looks_like_path("./m") and looks_like_path("a/b/c") and not looks_like_path("Qwen/Qwen2.5")
+
+
+def _defined_functions(path: pathlib.Path) -> set[str]:
+    return {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+
+
+def test_one_home_each():
+    """Each of these is defined in app/engine/names.py and nowhere else in app/."""
+    homes = {"resolve_device", "normalize_quantization", "resolve_model_path", "resolve_model_dir"}
+    for path in APP.rglob("*.py"):
+        if path.name == "names.py" and path.parent.name == "engine":
+            continue
+        found = {n.lstrip("_") for n in _defined_functions(path)} & homes
+        assert not found, f"{path.relative_to(APP)} defines its own {sorted(found)}; use app.engine.names"
