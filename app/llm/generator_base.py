@@ -14,6 +14,16 @@ from app.llm import prompts
 from app.llm.types import ChunkLike, DocResult
 
 
+def sync_batch(generate_batch_async, chunks: Sequence[ChunkLike]) -> list[DocResult]:
+    """Run an async batch call from synchronous code; refused inside a running event loop, where
+    it would block the loop (the caller must await the async call there)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(generate_batch_async(chunks))
+    raise RuntimeError("generate_batch() blocks; inside async code use `await generator.generate_batch_async(...)`")
+
+
 class DocGeneratorBase:
     tokenizer: Any
     _closed: bool = False
@@ -52,11 +62,7 @@ class DocGeneratorBase:
 
     def generate_batch(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
         """Synchronous `generate_batch_async` (for code without an event loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.generate_batch_async(chunks))
-        raise RuntimeError("generate_batch() blocks; inside async code use `await generator.generate_batch_async(...)`")
+        return sync_batch(self.generate_batch_async, chunks)
 
     def generate(self, chunk: ChunkLike) -> DocResult:
         """Document one chunk (synchronous)."""

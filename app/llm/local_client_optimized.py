@@ -30,7 +30,7 @@ from app.engine.names import normalize_quantization, resolve_device
 from app.llm.optimizations import OptimizationPlan, as_dicts
 from app.llm.generator_base import DocGeneratorBase
 from app.llm.prompts import PROMPT_VERSION, prompt_ids
-from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
+from app.llm.types import ChunkLike, CodeChunk, DocResult, usable_chunk
 
 _FINISH = {"stop": "stop", "length": "length", "error": "error", "abort": "cancelled"}
 _ids = itertools.count()
@@ -154,13 +154,9 @@ class OptimizedLocalDocGenerator(DocGeneratorBase):
         """Document one chunk; concurrent calls share the engine's batch."""
         self._check_open()
         submitted = time.perf_counter()
-        try:
-            c = as_chunk(chunk)
-        except (TypeError, ValueError) as e:
-            return DocResult(chunk_id="", finish_reason="error", error=f"{type(e).__name__}: {e}")
-        if not c.code.strip():
-            return DocResult(chunk_id=c.id, finish_reason="error",
-                             error="ValueError: the chunk has no code (empty or whitespace only)")
+        c, bad = usable_chunk(chunk)
+        if bad is not None:
+            return bad
         try:
             # Ids, not text: code containing `<|im_end|>` & co. must not become control tokens.
             prompt = prompt_ids(self.tokenizer, c)

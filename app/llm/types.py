@@ -64,6 +64,19 @@ def as_chunk(item: ChunkLike) -> CodeChunk:
     )
 
 
+def usable_chunk(item: ChunkLike) -> tuple[CodeChunk | None, DocResult | None]:
+    """(chunk, None) for a chunk a generator can document; (None, error result) otherwise: bad
+    input fails alone, as a result, never as an exception that would sink the batch."""
+    try:
+        c = as_chunk(item)
+    except (TypeError, ValueError) as e:
+        return None, DocResult(chunk_id="", finish_reason="error", error=f"{type(e).__name__}: {e}")
+    if not c.code.strip():
+        return None, DocResult(chunk_id=c.id, finish_reason="error",
+                               error="ValueError: the chunk has no code (empty or whitespace only)")
+    return c, None
+
+
 @dataclass
 class DocResult:
     """The documentation generated for one chunk (or the error that chunk met)."""

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 from app.llm.backends.endpoints import EndpointPool
 from app.llm.prompts import PROMPT_VERSION, build_messages
-from app.llm.types import ChunkLike, DocResult, as_chunk
+from app.llm.generator_base import sync_batch
+from app.llm.types import ChunkLike, DocResult, as_chunk, usable_chunk
 
 
 @dataclass
@@ -138,13 +139,9 @@ class OpenAIDocGenerator:
 
     async def generate_async(self, chunk: ChunkLike) -> DocResult:
         t0 = time.perf_counter()
-        try:
-            c = as_chunk(chunk)
-        except (TypeError, ValueError) as e:
-            return DocResult(chunk_id="", finish_reason="error", error=f"{type(e).__name__}: {e}")
-        if not c.code.strip():
-            return DocResult(chunk_id=c.id, finish_reason="error",
-                             error="ValueError: the chunk has no code (empty or whitespace only)")
+        c, bad = usable_chunk(chunk)
+        if bad is not None:
+            return bad
         messages = build_messages(c)
         last: Exception | None = None
         for attempt in range(self.cfg.max_retries + 1):
@@ -191,11 +188,7 @@ class OpenAIDocGenerator:
         return list(await asyncio.gather(*(self.generate_async(c) for c in chunks)))
 
     def generate_batch(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.generate_batch_async(chunks))
-        raise RuntimeError("generate_batch() blocks; inside async code use `await generator.generate_batch_async(...)`")
+        return sync_batch(self.generate_batch_async, chunks)
 
     def report(self) -> dict[str, Any]:
         return {"generator": "OpenAIDocGenerator", "model": self.model_id, "prompt_version": PROMPT_VERSION,
