@@ -25,6 +25,7 @@ from .detokenizer import IncrementalDetokenizer
 from .errors import UnsupportedFeature
 from .inflight import PendingTokens, resolve_async_scheduling
 from .load_report import LoadReport
+from .logprobs import Logprobs, mask_min_tokens
 from .outputs import RequestOutput
 from .parallel_sampling import SampleGroups, child_params
 from .sampling_params import SamplingParams
@@ -75,7 +76,7 @@ class LLM:
         self._detoks: dict[int, IncrementalDetokenizer] = {}  # seq_id -> its text so far (stop strings)
         self._early: list[RequestOutput] = []  # rejected requests, reported by the next step()
         self._groups = SampleGroups()  # n > 1 requests, fanned out into n samples
-        self._logprobs: dict[int, list[dict]] = {}  # seq id -> per-token log-probs (when asked)
+        self._logprobs = Logprobs()  # seq id -> per-token log-probs (requests that asked)
         self._next_id = 0
         # Speculative decoding (app/engine/spec): proposes tokens before each schedule and
         # verifies the scored rows after the forward. None when off.
@@ -287,14 +288,10 @@ class LLM:
             return PendingTokens(torch.empty(0, dtype=torch.int64, device=self.device), sids)
         by_id = {s.seq.seq_id: s.seq for s in out.scheduled}
         seqs = [by_id[sid] for sid in sids]
-        raw = logits
-        logits = self._mask_min_tokens(logits, seqs)
-        toks = _sample_rows(logits, [s.params for s in seqs], [self._seq_generators.get(sid) for sid in sids],
-                            self._generator)
-        rows, lp = self._logprob_tensors(raw, seqs, toks)
+        toks, rows, lp = self._sample_on_device(logits, seqs)
         pending = PendingTokens(toks, sids, aux=lp)
         if rows:
-            pending.on_result = lambda host: self._store_logprobs(seqs, rows, host)
+            pending.on_result = lambda host: self._logprobs.store(seqs, rows, host)
         return pending
 
     def _sample(self, logits: torch.Tensor, spans, out: SchedulerOutput) -> dict[int, list[int]]:
@@ -303,55 +300,21 @@ class LLM:
         seqs = {s.seq_id: s for s in self.scheduler.running}
         if self.spec is not None:
             return self.spec.verify(logits, spans, out, seqs)
-        params = [seqs[sid].params for sid, _, _ in spans]
-        raw = logits
-        logits = self._mask_min_tokens(logits, [seqs[sid] for sid, _, _ in spans])
-        toks = _sample_rows(logits, params, [self._seq_generators.get(sid) for sid, _, _ in spans],
-                            self._generator)
-        self._record_logprobs(raw, [seqs[sid] for sid, _, _ in spans], toks)
+        rows_seqs = [seqs[sid] for sid, _, _ in spans]
+        toks, rows, lp = self._sample_on_device(logits, rows_seqs)
+        if rows:
+            self._logprobs.store(rows_seqs, rows, {k: v.cpu() for k, v in lp.items()})
         toks = toks.tolist()
         return {sid: [toks[i]] for i, (sid, _, _) in enumerate(spans)}
 
-    def _mask_min_tokens(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        """Rows still short of min_tokens cannot sample EOS or a stop token (as vLLM). A token
-        still in flight (async scheduling's placeholder) counts as generated."""
-        rows = [(i, s) for i, s in enumerate(seqs)
-                if s.num_output_tokens + s.num_placeholders < s.params.min_tokens]
-        if not rows:
-            return logits
-        logits = logits.clone()
-        for i, s in rows:
-            banned = sorted(self.tokenizer.eos_token_ids | set(s.params.stop_token_ids))
-            logits[i, [t for t in banned if t < logits.shape[-1]]] = float("-inf")
-        return logits
-
-    def _logprob_tensors(self, logits: torch.Tensor, seqs: list[Sequence], toks: torch.Tensor):
-        """For rows that asked for log-probs: (rows, {"chosen": (R',), "top_v": (R', k), "top_i": (R', k)})
-        on the device; ([], None) when no row asked. logits: (B, V) before any min_tokens mask."""
-        rows = [i for i, s in enumerate(seqs) if s.seq_id in self._logprobs]
-        if not rows:
-            return [], None
-        idx = torch.tensor(rows, device=logits.device)
-        lp = logits.index_select(0, idx).float().log_softmax(-1)
-        k = max(seqs[i].params.logprobs for i in rows)
-        top_v, top_i = lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long())
-        chosen = lp.gather(1, toks.index_select(0, idx).view(-1, 1)).squeeze(1)
-        return rows, {"chosen": chosen, "top_v": top_v, "top_i": top_i, "tok": toks.index_select(0, idx)}
-
-    def _store_logprobs(self, seqs: list[Sequence], rows: list[int], lp: dict) -> None:
-        tok, chosen = lp["tok"].tolist(), lp["chosen"].tolist()
-        top_i, top_v = lp["top_i"].tolist(), lp["top_v"].tolist()
-        for r, i in enumerate(rows):
-            want, got = seqs[i].params.logprobs, self._logprobs.get(seqs[i].seq_id)
-            if got is None:  # finished (or aborted) while this step was in flight: its token is dropped
-                continue
-            got.append({"token_id": tok[r], "logprob": chosen[r], "top": list(zip(top_i[r][:want], top_v[r][:want]))})
-
-    def _record_logprobs(self, logits: torch.Tensor, seqs: list[Sequence], toks: torch.Tensor) -> None:
-        """The chosen token's raw log-prob (and the top k) for rows that asked (logits: (B, V))."""
-        rows, lp = self._logprob_tensors(logits, seqs, toks)
-        if rows:
-            self._store_logprobs(seqs, rows, {k: v.cpu() for k, v in lp.items()})
+    def _sample_on_device(self, logits: torch.Tensor, seqs: list[Sequence]):
+        """One token per row (logits: (B, V), row i for seqs[i]), left on the device, with min_tokens
+        applied; and the log-probs of the rows that asked for them, from the unmasked logits."""
+        masked = mask_min_tokens(logits, seqs, self.tokenizer.eos_token_ids)
+        toks = _sample_rows(masked, [s.params for s in seqs], [self._seq_generators.get(s.seq_id) for s in seqs],
+                            self._generator)
+        rows, lp = self._logprobs.tensors(logits, seqs, toks)
+        return toks, rows, lp
 
     def _apply_stop_strings(self, seq: Sequence, num_new: int) -> bool:
         """If a new token completed a stop string, cut the tokens after it (a speculative step
