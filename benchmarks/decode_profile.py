@@ -143,12 +143,12 @@ def profile_mode(path: str, async_on: bool, args, out_dir: str) -> dict:
             llm.step()
             sync(llm)
     one.export_chrome_trace(trace)
-    return {"async_scheduling": llm.async_scheduling, "reason": llm.load_report["async_scheduling"]["reason"],
+    return {"async_scheduling": llm.async_scheduling, "reason": llm.load_report.async_scheduling["reason"],
             "batch": len(llm.scheduler.running), "steps": args.steps, "step_ms": step_ms,
             "profiled_step_ms": loop_s / args.steps * 1e3,
             "device_busy_fraction": busy, "forward_fraction": fwd_s / loop_s,
             "host_syncs_per_step": syncs, "trace": trace,
-            "cuda_graphs": llm.load_report.get("cuda_graphs", {}).get("active")}
+            "cuda_graphs": (llm.load_report.cuda_graphs or {}).get("active")}
 
 
 def main(argv=None) -> dict:

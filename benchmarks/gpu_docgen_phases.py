@@ -96,7 +96,7 @@ def phase_engine(spec, rec: Recorder) -> None:
 
     device, wl, r = torch.device(spec["device"]), workload(spec), rec.res
     llm = rec.step("cold_start", lambda: LLM(spec["path"], max_num_seqs=max(spec["chunks"], 8), **engine_kwargs(spec)))
-    r["load_report"] = {k: v for k, v in llm.load_report.items() if k != "quantization"}
+    r["load_report"] = {k: v for k, v in llm.load_report.as_dict().items() if k != "quantization"}
     r["weight_bytes"] = sum(p.numel() * p.element_size() for p in llm.runner.model.parameters())
     warm = wl.prompts[: min(8, spec["chunks"])]
     _, outs = rec.step("warmup", lambda: timed_generate(llm, warm, min(16, wl.max_new_tokens), device))
@@ -141,8 +141,8 @@ def phase_agreement(spec, rec: Recorder) -> None:
     sp = SamplingParams(max_tokens=k, ignore_eos=True)
     small = dict(max_num_seqs=max(n, 4))  # few graph buckets: capture stays short
     fast_llm = rec.step("fast_start", lambda: LLM(spec["path"], **engine_kwargs(spec, **small)))
-    r["fast_backend"] = fast_llm.load_report.get("attention_backend")
-    r["fast_cuda_graphs"] = fast_llm.load_report.get("cuda_graphs")
+    r["fast_backend"] = fast_llm.load_report.attention_backend
+    r["fast_cuda_graphs"] = fast_llm.load_report.cuda_graphs
     outs = rec.step("fast_generate", lambda: fast_llm.generate(prompts, sp))
     r["fast_check"] = count_engine_outputs(outs, n, k)
     fast = [o.token_ids for o in outs]

@@ -5,7 +5,7 @@
 
 For each format it starts the engine twice in new processes with an empty quantized-weights cache
 directory: "cold" (quantizes while reading the checkpoint) then "cache" (maps the cached file).
-Printed from `llm.load_report["load"]`: load seconds, the final model's bytes (weight_bytes), the
+Printed from `llm.load_report.load`: load seconds, the final model's bytes (weight_bytes), the
 peak RSS growth during the load over the process's RSS before it, their ratio (issue 14's target:
 <= 1.3), and the RSS after the load (the whole process, imports included). KV pool excluded (it
 is allocated after the load meter stops; its size is in kv_tokens).
@@ -29,9 +29,9 @@ from app.engine import LLM
 fmt = {fmt!r}
 llm = LLM({model!r}, quantization=None if fmt == "none" else fmt, quant_cache_dir={cache!r},
           max_num_seqs=4, max_model_len=512)
-q = llm.load_report.get("quantization") or {{}}
-print("RESULT" + json.dumps({{**llm.load_report["load"], "cache": q.get("cache"),
-                             "kv_cache_dtype": llm.load_report["kv_cache_dtype"]}}))
+r = llm.load_report
+print("RESULT" + json.dumps({{**r.load, "cache": r.quantization.cache if r.quantization else None,
+                             "kv_cache_dtype": r.kv_cache_dtype}}))
 """
 
 

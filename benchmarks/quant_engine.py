@@ -35,7 +35,7 @@ def measure(path, fmt, kv, args, wl, device):
     llm = LLM(path, quantization=fmt, kv_cache_dtype=kv, kv_cache_memory_gb=args.kv_budget_gb, device=device,
               quant_cache_dir="", max_num_seqs=64)
     row = {"weights": fmt or "full", "kv": "fp8" if kv == "fp8" else str(llm.dtype).replace("torch.", ""),
-           "weight_mib": weight_bytes(llm.runner.model) / 2**20, "kv_tokens": llm.load_report["kv_tokens"]}
+           "weight_mib": weight_bytes(llm.runner.model) / 2**20, "kv_tokens": llm.load_report.kv_tokens}
     prompt = wl.prompts[0][:64]
     sp1 = SamplingParams(max_tokens=args.decode_tokens, ignore_eos=True)
     llm.generate([prompt], SamplingParams(max_tokens=4, ignore_eos=True))

@@ -17,13 +17,14 @@ import torch
 from .layers.activation import SiluAndMul, silu_and_mul
 from .layers.norm import RMSNorm, rms_norm
 from .layers.rotary import RotaryEmbedding, apply_rotary
+from .load_report import CompileReport
 
 log = logging.getLogger(__name__)
 
 
-def compile_model_(model: torch.nn.Module, device: torch.device) -> dict:
-    """Compiles the elementwise modules of `model` in place. Returns a report:
-    {"active": bool, "seconds": warm-up time, "modules": n, "error": str | None}.
+def compile_model_(model: torch.nn.Module, device: torch.device) -> CompileReport:
+    """Compiles the elementwise modules of `model` in place; reports whether it is active, the
+    warm-up time, the modules compiled and, when it fell back to eager, why.
 
     Each piece is compiled once as a pure function of tensors and shared by every layer: compiling
     a bound method would specialise (and recompile) per module instance and hit dynamo's
@@ -50,8 +51,8 @@ def compile_model_(model: torch.nn.Module, device: torch.device) -> dict:
                 m._apply_rotary = None
         msg = f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); running eager"
         warnings.warn(msg, stacklevel=2)
-        return {"active": False, "seconds": time.perf_counter() - t0, "modules": 0, "error": msg}
-    return {"active": True, "seconds": time.perf_counter() - t0, "modules": len(targets), "error": None}
+        return CompileReport(active=False, seconds=time.perf_counter() - t0, modules=0, error=msg)
+    return CompileReport(active=True, seconds=time.perf_counter() - t0, modules=len(targets))
 
 
 def _smoke_test(model, device) -> None:

@@ -58,7 +58,7 @@ class EngineConfig:
     # (where the forward is synchronous and nothing can overlap); True forces it on the CPU too.
     async_scheduling: bool | None = None
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
-    # Features turned off in place (load_report["disabled_features"]) instead of raising
+    # Features turned off in place (load_report.disabled_features) instead of raising
     # errors.UnsupportedFeature when they cannot be set up: see errors.FEATURES.
     optional_features: tuple[str, ...] = ()
 

@@ -95,13 +95,13 @@ def allocate_kv_pool(cfg: EngineConfig, runner, kv_spec: KVCacheSpec | torch.dty
                      report: LoadReport | None = None) -> tuple[int, int]:
     """Sizes and allocates the KV pool; returns (num_blocks, max_model_len capped to what fits).
 
-    With a draft model the plan also reserves the draft's weights and KV pool; report["draft_kv_blocks"]
+    With a draft model the plan also reserves the draft's weights and KV pool; report.draft_kv_blocks
     tells the draft how many blocks it may allocate (memory_budget.py)."""
     kv_spec = as_kv_spec(kv_spec)
     plan = plan_kv_pool(cfg, runner, kv_spec.dtype, device, max_model_len)
     num_blocks = plan.num_blocks
     if report is not None and plan.draft_blocks:
-        report["draft_kv_blocks"] = plan.draft_blocks
+        report.draft_kv_blocks = plan.draft_blocks
     runner.allocate_kv_cache(num_blocks, kv_spec)
     if num_blocks * cfg.block_size < max_model_len:
         log.warning("KV pool holds %d tokens, less than max_model_len %d: capping max_model_len",

@@ -1,7 +1,7 @@
 """Typed load errors: which optional feature could not be set up, so callers never parse tracebacks.
 
 An `LLM` built with `optional_features=(...)` turns those features off in place when they fail at
-load (no weights are read twice) and lists them in `load_report["disabled_features"]`. A feature
+load (no weights are read twice) and lists them in `load_report.disabled_features`. A feature
 that fails without being optional, or whose failure left the model unusable (weights half
 quantized), raises `UnsupportedFeature`; the caller may turn it off and load again.
 """

@@ -54,12 +54,12 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
 
         q = quantize_model_(model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg),
                             cache_key=quant_cache_key(cfg, files, report.dtype))
-        report["quantization"] = q
-        if not q["quantized"]:
+        report.quantization = q
+        if not report.quantization.quantized:
             notes.append(f"quantization={cfg.quantization!r} found no plain nn.Linear layer to quantize "
-                         f"(e.g. GPT-2's Conv1D), weights stay in {report['dtype']}")
+                         f"(e.g. GPT-2's Conv1D), weights stay in {report.dtype}")
     if cfg.lora_path:
-        report["lora"] = [str(p) for p in cfg.lora_path]
+        report.extra["lora"] = [str(p) for p in cfg.lora_path]
 
     _, max_model_len = model_max_len(cfg, hf_config)
     runner = FallbackRunner(model, device, dtype, cfg.block_size)
@@ -68,7 +68,7 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
                   kv_cache_dtype=str(dtype).replace("torch.", ""), prefix_caching=False,
                   unavailable=dict(UNAVAILABLE))
     if notes:
-        report["fallback_notes"] = notes
+        report.extra["fallback_notes"] = notes
     warnings.warn(
         f"{archs[0]} has no native implementation: it runs on the transformers fallback backend, without "
         f"paged KV / prefix sharing, Triton attention, CUDA graphs, fp8 KV cache, batched prefill "

@@ -85,7 +85,7 @@ class LLM:
             self.spec = self._build_speculator()
 
         self.async_scheduling, reason = resolve_async_scheduling(cfg, self.device, self.backend, self.spec is not None)
-        self.load_report["async_scheduling"] = {"active": self.async_scheduling, "reason": reason}
+        self.load_report.async_scheduling = {"active": self.async_scheduling, "reason": reason}
         self._inflight: _Launched | None = None  # async scheduling: the step on the device
         self._failed_launch: tuple[SchedulerOutput, Exception] | None = None
 
@@ -102,7 +102,7 @@ class LLM:
             reason = f"{type(e).__name__}: {e}"
             if feature not in cfg.optional_features:
                 raise UnsupportedFeature(feature, reason) from e
-        self.load_report.setdefault("disabled_features", {})[feature] = reason
+        self.load_report.disable(feature, reason)
         if feature == "draft_model":  # prompt lookup needs no second model
             cfg.speculative = replace(cfg.speculative, method="ngram", draft_model=None)
             return self._build_speculator()
@@ -120,7 +120,7 @@ class LLM:
             # no DecoderSpec) refuses one at load.
             attn_backend=self.runner.attn_layers[0].backend if self.runner.attn_layers else None,
             vocab_size=self.runner.vocab_size,
-            num_kv_blocks=self.num_kv_blocks, planned_draft_kv_blocks=self.load_report.get("draft_kv_blocks"))
+            num_kv_blocks=self.num_kv_blocks, planned_draft_kv_blocks=self.load_report.draft_kv_blocks)
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,

@@ -1,4 +1,4 @@
-"""Load time and resident memory while an engine loads, for load_report["load"]."""
+"""Load time and resident memory while an engine loads, for load_report.load."""
 from __future__ import annotations
 
 import time

@@ -144,7 +144,7 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     streamed = _streams_quantization(cfg, prequant)
     if streamed:
         try:
-            model, files, report["quantization"] = build_streamed_quantized_model(cfg, path, hf_config, device,
+            model, files, report.quantization = build_streamed_quantized_model(cfg, path, hf_config, device,
                                                                                   dtype, max_pos)
         except Exception as e:  # noqa: BLE001 - reported by name; the half-built model is never usable
             _optional_failed(cfg, report, "quantization", e, intact=False)
@@ -153,21 +153,21 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     if prequant:
         from .quant.prequantized import prequantized_report
 
-        report["quantization"] = prequantized_report(prequant, model)
+        report.quantization = prequantized_report(prequant, model)
     elif cfg.quantization and not streamed:  # LoRA: merged dense, then quantized
         from .quant import QuantConfig, quantize_model_
 
         key = quant_cache_key(cfg, files, report.dtype)
         try:
-            report["quantization"] = quantize_model_(
+            report.quantization = quantize_model_(
                 model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg), cache_key=key)
         except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
             _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
-    report["load"] = load.done(model)
+    report.load = load.done(model)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     backend = _backend_name(cfg, device)
     runner.set_backend(load_backend(backend))
-    report["attention_backend"] = backend
+    report.attention_backend = backend
     try:  # fp8: scales fixed now (calibration prompt or scales file), before any request runs
         spec = kv_cache_spec(cfg, dtype)
         if device.type == "cpu" and not spec.is_fp8:  # bf16 where the CPU has it and the weights are quantized
@@ -187,8 +187,8 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     if cfg.enable_compilation:
         from .compile import compile_model_
 
-        report["compile"] = compile_model_(model, device)
-    report["cuda_graphs"] = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len)
+        report.compile = compile_model_(model, device)
+    report.cuda_graphs = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
 
 
@@ -204,7 +204,7 @@ def _optional_failed(cfg: EngineConfig, report: LoadReport, feature: str, exc: B
     reason = f"{type(exc).__name__}: {exc}"
     if feature in cfg.optional_features and intact:
         log.warning("%s could not be set up (%s); continuing without it", feature, reason)
-        report.setdefault("disabled_features", {})[feature] = reason
+        report.disable(feature, reason)
         return
     raise UnsupportedFeature(feature, reason) from exc
 

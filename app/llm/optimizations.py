@@ -17,6 +17,7 @@ claims an optimization the engine is not running.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -183,7 +184,7 @@ class OptimizationPlan:
         compiled = r.compiled
         if self.compile and not compiled:
             self.notes["compilation"] = "the engine loaded without compiling (it reports no compiled model)"
-            reason = (r.compile or {}).get("error") or "no compiled model reported"
+            reason = (r.compile.error if r.compile is not None else None) or "no compiled model reported"
             self.warn("compilation", f"enable_compilation=True: the engine did not compile ({reason}); "
                       "the model runs eagerly")
         add("compilation", "enable_compilation", req["enable_compilation"], compiled,
@@ -201,7 +202,7 @@ class OptimizationPlan:
             "the engine's Triton paged-attention kernels (prefill + decode) serve as flash attention "
             "(the flash-attn package is not used)" if backend == "triton"
             else self.notes.get("flash_attention", f"attention backend {backend}"))
-        if "float8" in kvd and str(getattr(llm.hf_config, "model_type", "")).startswith("qwen"):
+        if r.kv_fp8 and str(getattr(llm.hf_config, "model_type", "")).startswith("qwen"):
             self.warn("kv_fp8_qwen", "enable_kv_cache_quantization=True on a Qwen2-family model: fp8 KV "
                       "(our scales are calibrated on one fixed prompt, not on your data) is known to degrade Qwen2/Qwen2.5 outputs; measure agreement "
                       "(python -m app.llm.benchmark_local --ablation reports identical-output shares)")
@@ -224,8 +225,8 @@ def _backend_name(llm: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    """One line out of a load-report entry (a dict of the engine's own making)."""
-    if isinstance(value, dict):
+    """One line out of a load-report entry (a record or dict of the engine's own making)."""
+    if isinstance(value, Mapping):
         parts = [f"{k}={v}" for k, v in value.items() if isinstance(v, (str, int, float, bool)) and k != "seconds"]
         parts += [f"{len(v)} {k}" for k, v in value.items() if isinstance(v, (list, dict)) and v]
         return ", ".join(parts)[:240]

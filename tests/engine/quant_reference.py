@@ -31,10 +31,10 @@ def dequantized_twin(path, quantized: LLM, **kw) -> LLM:
     """A dense (unquantized) engine of `path` whose every quantized Linear holds the quantized
     engine's dequantized weight (float32); the other weights are the checkpoint's own."""
     dense = LLM(str(path), **kw)
-    rep = quantized.load_report["quantization"]
-    names = list(rep["quantized"])
+    rep = quantized.load_report.quantization
+    names = list(rep.quantized)
     assert names, "nothing was quantized: the comparison would be vacuous"
-    tied = rep.get("tied_embedding")
+    tied = rep.tied_embedding
     if tied:  # one int8 matrix for the embedding and the LM head: the dense twin's tied weight gets it
         names.append(tied["head"])
         dense_head = dense.runner.model.get_submodule(tied["head"]).weight

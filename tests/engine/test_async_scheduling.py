@@ -25,7 +25,7 @@ def path(tiny_checkpoint):
 
 def engine(path, on: bool, kv_tokens: int = KV_TOKENS, **kw) -> LLM:
     llm = LLM(str(path), block_size=4, kv_cache_memory_gb=kv_tokens * 512 / 2**30, async_scheduling=on, **kw)
-    assert llm.async_scheduling is on, llm.load_report["async_scheduling"]
+    assert llm.async_scheduling is on, llm.load_report.async_scheduling
     return llm
 
 
@@ -48,7 +48,7 @@ def both(path, run, **kw) -> tuple[list, list, LLM]:
 def test_default_is_off_on_the_cpu(path):
     llm = LLM(str(path), block_size=4, kv_cache_memory_gb=KV_TOKENS * 512 / 2**30)
     assert not llm.async_scheduling
-    assert "CPU" in llm.load_report["async_scheduling"]["reason"]
+    assert "CPU" in llm.load_report.async_scheduling["reason"]
 
 
 def test_prefix_caching_matches_and_the_oracle(path):
@@ -204,7 +204,7 @@ def test_failed_launch_fails_its_requests_after_the_previous_step_lands(path):
 def test_speculative_decoding_turns_it_off_and_says_why(path):
     llm = LLM(str(path), block_size=4, async_scheduling=True, speculative_method="ngram")
     assert not llm.async_scheduling
-    assert "speculative" in llm.load_report["async_scheduling"]["reason"]
+    assert "speculative" in llm.load_report.async_scheduling["reason"]
     prompts = shared_prefix_prompts(n=2)
     assert [o.token_ids for o in llm.generate(prompts, SamplingParams(max_tokens=MAX_NEW))] == \
         [hf_greedy(path, p, MAX_NEW) for p in prompts]
@@ -256,7 +256,7 @@ def test_decode_profile_script_dry_run(path, tmp_path):
 def test_fallback_runner_turns_it_off_and_says_why(tiny_checkpoint):
     llm = LLM(str(tiny_checkpoint("tiny-gpt2")), block_size=4, async_scheduling=True)
     assert llm.backend == "transformers-fallback" and not llm.async_scheduling
-    assert "transformers-fallback" in llm.load_report["async_scheduling"]["reason"]
+    assert "transformers-fallback" in llm.load_report.async_scheduling["reason"]
 
 
 def test_config_rejects_a_non_boolean():

@@ -18,9 +18,9 @@ def test_compiled_matches_eager(tiny_checkpoint):
     eager = LLM(path, block_size=4).generate(prompts, sp)
     graphs_before = counters["stats"]["unique_graphs"]
     llm = LLM(path, block_size=4, enable_compilation=True)
-    rep = llm.load_report["compile"]
-    assert rep["active"], rep["error"]
-    assert rep["modules"] > 0
+    rep = llm.load_report.compile
+    assert rep.active, rep.error
+    assert rep.modules > 0
     assert [o.token_ids for o in llm.generate(prompts, sp)] == [o.token_ids for o in eager]
     # Graphs per compiled function (norm on 2-D and, for QK-norm, 3-D inputs; activation; rotary)
     # shared by all layers: per module instance this model would need 9 norm graphs alone, and a

@@ -29,8 +29,8 @@ def test_quantized_engine_pool_fits_the_work(tiny_checkpoint):
     llm = LLM(str(tiny_checkpoint("tiny")), quantization="8bit", quant_cache_dir="", max_num_seqs=2,
               max_model_len=64, block_size=4)
     r = llm.load_report
-    assert r["kv_tokens"] == 2 * 64 + 4  # the work plus one block, not a fixed reservation
+    assert r.kv_tokens == 2 * 64 + 4  # the work plus one block, not a fixed reservation
     want = "bfloat16" if S.cpu_has_native_bf16() else "float32"
-    assert r["kv_cache_dtype"] == want and llm.runner.kv_caches[0][0].dtype == getattr(torch, want)
+    assert r.kv_cache_dtype == want and llm.runner.kv_caches[0][0].dtype == getattr(torch, want)
     outs = llm.generate(["def f(x):", "class A:"], SamplingParams(max_tokens=5, ignore_eos=True))
     assert all(len(o.token_ids) == 5 and o.error is None for o in outs)

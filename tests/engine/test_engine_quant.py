@@ -21,7 +21,7 @@ GREEDY = SamplingParams(max_tokens=8, ignore_eos=True)
 def _weight_errors(path, llm) -> dict[str, float]:
     dense = LLM(str(path), block_size=4).runner.model
     errs = {}
-    for name in llm.load_report["quantization"]["quantized"]:
+    for name in llm.load_report.quantization.quantized:
         w = dense.get_submodule(name).weight.float()
         deq = llm.runner.model.get_submodule(name).dequantize_weight(torch.float32)
         errs[name] = float((deq - w).detach().norm() / w.detach().norm())
@@ -37,8 +37,8 @@ def test_quantized_engine_equals_dense_engine_with_dequantized_weights(tiny_chec
     fp32_kernels(monkeypatch)
     path = tiny_checkpoint(preset)
     llm = LLM(str(path), quantization=fmt, quant_cache_dir=str(tmp_path), block_size=4)
-    rep = llm.load_report["quantization"]
-    assert rep["format"] == fmt and rep["quantized"] and rep["bytes_after"] < rep["bytes_before"]
+    rep = llm.load_report.quantization
+    assert rep.format == fmt and rep.quantized and rep.bytes_after < rep.bytes_before
     errs = _weight_errors(path, llm)
     assert max(errs.values()) < MAX_WEIGHT_ERROR[fmt], errs
     ref = dequantized_twin(path, llm, block_size=4)
@@ -65,9 +65,9 @@ def test_quantized_weights_cached_on_disk_and_invalidated(tiny_checkpoint, tmp_p
     first = LLM(str(a), quantization="4bit", quant_cache_dir=str(tmp_path))
     again = LLM(str(a), quantization="4bit", quant_cache_dir=str(tmp_path))
     other = LLM(str(b), quantization="4bit", quant_cache_dir=str(tmp_path))
-    assert first.load_report["quantization"]["cache"] == "miss"
-    assert again.load_report["quantization"]["cache"] == "hit"
-    assert other.load_report["quantization"]["cache"] == "miss"  # another checkpoint, another key
+    assert first.load_report.quantization.cache == "miss"
+    assert again.load_report.quantization.cache == "hit"
+    assert other.load_report.quantization.cache == "miss"  # another checkpoint, another key
     p = shared_prefix_prompts(n=2)
     sp = SamplingParams(max_tokens=8, ignore_eos=True)
     assert [o.token_ids for o in first.generate(p, sp)] == [o.token_ids for o in again.generate(p, sp)]
@@ -84,7 +84,7 @@ def test_fp8_kv_cache_runs_and_holds_more_tokens(tiny_checkpoint):
     fp8 = LLM(path, kv_cache_dtype="fp8", kv_cache_memory_gb=0.001, block_size=4)
     assert fp8.runner.kv_caches[0][0].dtype == torch.float8_e4m3fn
     elem = torch.empty(0, dtype=base.dtype).element_size()
-    assert fp8.load_report["kv_tokens"] >= base.load_report["kv_tokens"] * elem - 4
+    assert fp8.load_report.kv_tokens >= base.load_report.kv_tokens * elem - 4
     prompt = shared_prefix_prompts(n=1)[0]
     sp = SamplingParams(max_tokens=1)
     base.generate([prompt], sp)

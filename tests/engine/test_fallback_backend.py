@@ -55,7 +55,7 @@ def test_fallback_matches_transformers_and_says_what_runs(tiny_checkpoint, prese
 
 def test_native_architecture_reports_native(tiny_checkpoint):
     llm, warned = load(tiny_checkpoint("tiny-llama"))
-    assert llm.backend == "native" and llm.load_report["backend"] == "native" and not warned
+    assert llm.backend == "native" and llm.load_report.backend == "native" and not warned
 
 
 @pytest.mark.slow
@@ -129,9 +129,9 @@ def test_quantization_swaps_the_transformers_linears(tiny_checkpoint, monkeypatc
     fp32_kernels(monkeypatch)
     path = tiny_checkpoint("tiny-phi3")
     llm, _ = load(path, quantization="8bit")
-    q = llm.load_report["quantization"]
-    assert q["quantized"] and all(".self_attn." in n or ".mlp." in n for n in q["quantized"])
-    assert sum(isinstance(m, Int8Linear) for m in llm.runner.model.modules()) == len(q["quantized"])
+    q = llm.load_report.quantization
+    assert q.quantized and all(".self_attn." in n or ".mlp." in n for n in q.quantized)
+    assert sum(isinstance(m, Int8Linear) for m in llm.runner.model.modules()) == len(q.quantized)
     prompts, sp = shared_prefix_prompts(n=2), SamplingParams(max_tokens=8, ignore_eos=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the fallback warning, already checked above
@@ -141,5 +141,5 @@ def test_quantization_swaps_the_transformers_linears(tiny_checkpoint, monkeypatc
 
 def test_quantization_with_nothing_to_quantize_says_so(tiny_checkpoint):
     llm, warned = load(tiny_checkpoint("tiny-gpt2"), quantization="8bit")  # GPT-2: Conv1D, tied head
-    assert llm.load_report["quantization"]["quantized"] == []
+    assert llm.load_report.quantization.quantized == []
     assert "no plain nn.Linear" in warned[0]

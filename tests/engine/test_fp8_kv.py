@@ -39,7 +39,7 @@ def test_output_does_not_depend_on_which_request_came_first(path):
 
 def test_calibrated_scales_match_a_full_precision_run_of_the_prompt(path):
     fp8 = LLM(path, **FP8)
-    rep = fp8.load_report["kv_cache_scales"]
+    rep = fp8.load_report.kv_cache_scales
     assert rep["source"].startswith("calibration prompt")
     base = LLM(path, block_size=4, kv_cache_memory_gb=0.002)
     ids = base.tokenizer.encode(CALIBRATION_PROMPT)[:CALIBRATION_MAX_TOKENS]
@@ -58,7 +58,7 @@ def test_scales_file_round_trip_and_bad_files(path, tmp_path):
     f = tmp_path / "scales.json"
     a.runner.kv_spec.scales.save(f)
     b = LLM(path, **FP8, kv_cache_scales=str(f))
-    assert b.load_report["kv_cache_scales"]["source"] == str(f)
+    assert b.load_report.kv_cache_scales["source"] == str(f)
     assert b.runner.kv_spec.scales.k == a.runner.kv_spec.scales.k
     x = _prompt(4, 9)
     assert b.generate([x], GREEDY_LP)[0].logprobs == a.generate([x], GREEDY_LP)[0].logprobs

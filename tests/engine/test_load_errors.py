@@ -38,7 +38,7 @@ def test_unusable_draft_model_is_named_or_replaced_in_place(ckpt, loads):
               optional_features=("draft_model",), **KW)
     assert loads == [1]  # the target's weights were read once
     assert llm.config.speculative.method == "ngram" and llm.spec is not None
-    assert "draft_model" in llm.load_report["disabled_features"]
+    assert "draft_model" in llm.load_report.disabled_features
 
 
 def test_fp8_kv_pool_failure_keeps_the_weights(ckpt, loads, monkeypatch):
@@ -59,8 +59,8 @@ def test_fp8_kv_pool_failure_keeps_the_weights(ckpt, loads, monkeypatch):
     assert err.value.feature == "kv_cache_quantization"
     loads.clear()
     llm = LLM(ckpt, kv_cache_dtype="fp8", optional_features=("kv_cache_quantization",), **KW)
-    assert loads == [1] and llm.load_report["kv_cache_dtype"] == "float32"
-    assert "float8 storage" in llm.load_report["disabled_features"]["kv_cache_quantization"]
+    assert loads == [1] and llm.load_report.kv_cache_dtype == "float32"
+    assert "float8 storage" in llm.load_report.disabled_features["kv_cache_quantization"]
     assert llm.generate([[5, 6, 7]])[0].token_ids
 
 

@@ -8,9 +8,10 @@ import pathlib
 import pytest
 
 from app.engine import LLM
-from app.engine.load_report import LoadReport
+from app.engine.load_report import CompileReport, LoadReport, QuantReport
 
-APP = pathlib.Path(__file__).resolve().parents[2] / "app"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+APP = ROOT / "app"
 
 
 def test_unset_fields_are_not_keys():
@@ -34,7 +35,27 @@ def test_dict_writes_land_in_fields_or_extra():
     assert "kv_blocks" not in r and r.kv_blocks is None
     assert not r.compiled
     r["compile"] = {"active": True}
-    assert r.compiled
+    assert r.compiled and isinstance(r.compile, CompileReport)
+    r.update(quantization={"format": "8bit", "quantized": ["a"], "cache": None, "method": "gptq"})
+    assert isinstance(r.quantization, QuantReport) and r.quantization.format == "8bit"
+    assert r.quantization.extra == {"method": "gptq"} and r.quantization["method"] == "gptq"
+
+
+def test_nested_reports_keep_their_json_shape():
+    """The dicts the quantizer and compile step wrote are what as_dict() writes back (the reports
+    and benchmarks' JSON): None-valued keys kept, the optional `streamed`/`prequantized` absent."""
+    q = {"format": "4bit", "quantized": ["l0"], "skipped": {"lm_head": "tied"}, "group_sizes": {"l0": 32},
+         "cache": None, "cache_path": None, "tied_embedding": None, "bytes_before": 10, "bytes_after": 4,
+         "seconds": 0.5}
+    assert QuantReport.from_dict(q).as_dict() == q
+    assert QuantReport.from_dict({**q, "streamed": True}).as_dict() == {**q, "streamed": True}
+    pre = {**q, "prequantized": True, "method": "awq", "sym": False}
+    assert QuantReport.from_dict(pre).as_dict() == pre
+    c = {"active": False, "seconds": 1.5, "modules": 0, "error": "no triton"}
+    assert CompileReport.from_dict(c).as_dict() == c
+    r = LoadReport(kv_blocks=3, quantization=q, compile=c)
+    assert json.loads(json.dumps(r.as_dict())) == {"backend": "native", "kv_blocks": 3, "quantization": q,
+                                                   "compile": c}
 
 
 def test_start_writes_the_common_header():
@@ -57,6 +78,51 @@ def test_engine_reports_are_typed(tiny_checkpoint):
     assert r.kv_blocks == llm.num_kv_blocks and r.kv_tokens == r.kv_blocks * 4 and r.max_model_len == llm.max_model_len
     assert r.async_scheduling is not None and r["async_scheduling"] is r.async_scheduling
     assert json.loads(json.dumps(r.as_dict()))["kv_blocks"] == r.kv_blocks
+
+
+def test_engine_quant_and_compile_reports_are_typed(tiny_checkpoint, monkeypatch):
+    from app.engine import compile as compile_mod
+
+    def broken(*a, **k):
+        raise RuntimeError("no compiler in this test")
+
+    monkeypatch.setattr(compile_mod.torch, "compile", broken)  # the eager fallback, fast on a CPU
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        llm = LLM(str(tiny_checkpoint("tiny")), max_num_seqs=2, max_model_len=32, block_size=4, device="cpu",
+                  quantization="8bit", quant_cache_dir="", enable_compilation=True)
+    q, c = llm.load_report.quantization, llm.load_report.compile
+    assert isinstance(q, QuantReport) and q.format == "8bit" and q.quantized and q.cache is None
+    assert isinstance(c, CompileReport) and not c.active and "no compiler in this test" in c.error
+    assert not llm.load_report.compiled
+
+
+def _report_key_reads(tree):
+    """`x.load_report["k"]`, `load_report.get("k")` and `report.quantization["k"]`-style reads."""
+    for node in ast.walk(tree):
+        target = None
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) \
+                and isinstance(node.slice.value, str):
+            target = node.value
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            target = node.func.value
+        names = []
+        while isinstance(target, ast.Attribute):
+            names.append(target.attr)
+            target = target.value
+        if isinstance(target, ast.Name):
+            names.append(target.id)
+        if names and names[0] in ("load_report", "quantization", "compile") and "load_report" in names:
+            yield node.lineno
+
+
+def test_no_string_key_reads_of_the_load_report():
+    """Code in app/, benchmarks/ and scripts/ reads the typed fields, never the report's keys."""
+    bad = []
+    for path in [*APP.rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "scripts").rglob("*.py")]:
+        bad += [f"{path.relative_to(ROOT)}:{n}" for n in _report_key_reads(ast.parse(path.read_text()))]
+    assert not bad, bad
+    assert list(_report_key_reads(ast.parse('x = llm.load_report["kv_blocks"]')))  # the check can fail
+    assert list(_report_key_reads(ast.parse('x = llm.load_report.quantization["cache"]')))
 
 
 def test_no_defensive_backend_lookups():

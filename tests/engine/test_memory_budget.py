@@ -91,7 +91,7 @@ def test_engine_hands_the_planned_pool_to_the_draft(tiny_checkpoint):
     path = str(tiny_checkpoint("tiny"))
     llm = LLM(path, block_size=4, max_num_seqs=2, speculative_method="draft", speculative_draft_model=path,
               speculative_num_speculative_tokens=2)
-    planned = llm.load_report["draft_kv_blocks"]
+    planned = llm.load_report.draft_kv_blocks
     assert planned == min(llm.num_kv_blocks, 2 * -(-(llm.max_model_len + 2) // 4))
     assert llm.spec.proposer.num_blocks == planned
     out = llm.generate([[5, 6, 7, 8, 9]], SamplingParams(max_tokens=4))

@@ -114,13 +114,13 @@ def test_prequantized_checkpoint_loads_exactly_and_matches_dense(cases, case, mo
     with safe_open(str(packed / "model.safetensors"), framework="pt") as fh:
         biases = {k: fh.get_tensor(k) for k in fh.keys() if k.endswith(".bias")}
     llm = LLM(str(packed), **ENGINE)  # default kernels: bf16 activations and parameters on the CPU
-    rep = llm.load_report["quantization"]
-    assert rep["prequantized"] and rep["method"] == method and rep["checkpoint_format"] == fmt
-    assert rep["checkpoint_group_size"] == group and rep["bytes_after"] < rep["bytes_before"]
+    rep = llm.load_report.quantization
+    assert rep.prequantized and rep["method"] == method and rep["checkpoint_format"] == fmt
+    assert rep["checkpoint_group_size"] == group and rep.bytes_after < rep.bytes_before
     n_layers = len(llm.runner.model.model.layers)
-    assert len(rep["quantized"]) == 4 * n_layers
-    assert list(rep["skipped"]) == ["lm_head"]  # never quantized in these layouts: kept dense
-    assert ("tied" in rep["skipped"]["lm_head"]) == (preset != "tiny-llama")
+    assert len(rep.quantized) == 4 * n_layers
+    assert list(rep.skipped) == ["lm_head"]  # never quantized in these layouts: kept dense
+    assert ("tied" in rep.skipped["lm_head"]) == (preset != "tiny-llama")
     _check_modules(llm.runner.model, expected, biases, exact=False)
     prompts = shared_prefix_prompts(n=3)
     outs = _greedy(llm, prompts)
@@ -148,7 +148,7 @@ def test_quantization_4bit_accepted_and_no_dense_projection_allocated(cases, mon
     monkeypatch.setattr(torch.nn.Linear, "reset_parameters", spy)
     packed, _, _ = cases["awq-qwen2"]
     llm = LLM(str(packed), quantization="4bit", **ENGINE)
-    assert llm.load_report["quantization"]["prequantized"]
+    assert llm.load_report.quantization.prequantized
     assert built and set(built) == {"meta"}  # built on meta, int4 layers made from the checkpoint
 
 
@@ -233,9 +233,9 @@ def test_sharded_checkpoint_without_g_idx_and_a_dense_layer(cases, tmp_path, mon
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": index}))
     monkeypatch.setattr(pq, "KERNELS", QuantConfig(format="4bit", dense_min_m=1, cpu_compute_dtype="float32"))
     llm = LLM(str(out), **ENGINE)
-    rep = llm.load_report["quantization"]
-    assert rep["skipped"] == {"lm_head": "stored unquantized in the checkpoint",
-                              keep_dense: "stored unquantized in the checkpoint"}
-    assert len(rep["quantized"]) == 4 * len(llm.runner.model.model.layers) - 1
+    rep = llm.load_report.quantization
+    assert rep.skipped == {"lm_head": "stored unquantized in the checkpoint",
+                           keep_dense: "stored unquantized in the checkpoint"}
+    assert len(rep.quantized) == 4 * len(llm.runner.model.model.layers) - 1
     prompts = shared_prefix_prompts(n=2)
     assert _greedy(llm, prompts) == _greedy(LLM(str(dense), **ENGINE), prompts)

@@ -75,13 +75,13 @@ def test_cache_start_maps_the_file_and_generates_the_same(tiny_checkpoint, tmp_p
     path = str(tiny_checkpoint("tiny"))
     first = LLM(path, quantization=fmt, quant_cache_dir=str(tmp_path), block_size=4)
     again = LLM(path, quantization=fmt, quant_cache_dir=str(tmp_path), block_size=4)
-    rq = again.load_report["quantization"]
-    assert first.load_report["quantization"]["cache"] == "miss" and rq["cache"] == "hit"
+    rq = again.load_report.quantization
+    assert first.load_report.quantization.cache == "miss" and rq.cache == "hit"
     layer = again.runner.model.model.layers[0].mlp.down_proj
     buf = layer.packed if fmt == "4bit" else layer.qweight
     if not os.path.exists("/proc/self/maps"):
         pytest.skip("no /proc/self/maps on this OS")
-    assert _mapping_of(buf.data_ptr()) == rq["cache_path"]  # a view of the cache file, not a copy
+    assert _mapping_of(buf.data_ptr()) == rq.cache_path  # a view of the cache file, not a copy
     params = SamplingParams(max_tokens=6, ignore_eos=True)
     prompts = shared_prefix_prompts(n=2)
     assert [o.token_ids for o in first.generate(prompts, params)] == \
@@ -102,8 +102,8 @@ def test_load_peak_memory_bounded_by_the_quantized_model(mid_checkpoint, tmp_pat
     runs = [LLM(str(mid_checkpoint), quantization=fmt, quant_cache_dir=str(tmp_path), max_model_len=64,
                 max_num_seqs=2) for _ in range(2)]
     for llm, cache in zip(runs, ("miss", "hit")):
-        load = llm.load_report["load"]
-        assert llm.load_report["quantization"]["cache"] == cache
+        load = llm.load_report.load
+        assert llm.load_report.quantization.cache == cache
         if not load["peak_is_of_load"]:
             pytest.skip("this OS cannot reset the peak-RSS mark (/proc/self/clear_refs)")
         assert load["peak_growth_over_model"] <= 1.3, load

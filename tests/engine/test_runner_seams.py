@@ -75,8 +75,8 @@ def test_fallback_quantization_uses_the_weights_cache(tiny_checkpoint, tmp_path)
             llm = LLM(path, block_size=4, max_model_len=32, device="cpu", quantization="8bit",
                       quant_cache_dir=str(tmp_path))
         q = llm.load_report.quantization
-        assert q["quantized"], "tiny-phi3 has nn.Linear layers to quantize"
-        caches.append(q["cache"])
+        assert q.quantized, "tiny-phi3 has nn.Linear layers to quantize"
+        caches.append(q.cache)
         outs.append(llm.generate(["def f(x):"], SamplingParams(max_tokens=4, ignore_eos=True))[0].token_ids)
     assert caches == ["miss", "hit"] and list(tmp_path.iterdir())
     assert outs[0] == outs[1]

@@ -28,7 +28,7 @@ def test_cpu_backend_equals_reference(tiny_checkpoint, case):
     params = [SamplingParams(max_tokens=6 + 3 * i, ignore_eos=True) for i in range(len(prompts))]
     ref = LLM(path, attention_backend="torch_ref", **kw).generate(prompts, params)
     fast = LLM(path, attention_backend="torch_cpu", **kw)
-    assert fast.load_report["attention_backend"] == "torch_cpu"
+    assert fast.load_report.attention_backend == "torch_cpu"
     before = dict(torch_cpu.counters)
     got = fast.generate(prompts, params)
     assert [o.token_ids for o in got] == [o.token_ids for o in ref]
@@ -37,7 +37,7 @@ def test_cpu_backend_equals_reference(tiny_checkpoint, case):
 
 
 def test_cpu_backend_is_the_cpu_default(tiny_checkpoint):
-    assert LLM(str(tiny_checkpoint("tiny")), device="cpu").load_report["attention_backend"] == "torch_cpu"
+    assert LLM(str(tiny_checkpoint("tiny")), device="cpu").load_report.attention_backend == "torch_cpu"
 
 
 @pytest.mark.slow

@@ -44,9 +44,9 @@ def reference(tiny_checkpoint):
 def test_triton_backend_matches_torch_ref(reference, kwargs):
     path, prompts, ref = reference
     llm = LLM(path, attention_backend="triton", dtype="float32", **SMALL, **kwargs)
-    assert llm.load_report["attention_backend"] == "triton"
+    assert llm.load_report.attention_backend == "triton"
     if CUDA:  # the fast path really is the graph path
-        assert llm.load_report["cuda_graphs"]["active"] and llm.load_report["cuda_graphs"]["buckets"] == [1, 2, 4]
+        assert llm.load_report.cuda_graphs["active"] and llm.load_report.cuda_graphs["buckets"] == [1, 2, 4]
     assert [o.token_ids for o in llm.generate(prompts, SP)] == ref
 
 
@@ -69,7 +69,7 @@ def test_bf16_graphs_agree_with_torch_ref_teacher_forced(tiny_checkpoint):
     path = str(tiny_checkpoint("tiny"))
     prompts = shared_prefix_prompts(n=4)
     fast_llm = LLM(path, attention_backend="triton", dtype="bfloat16", block_size=16, **SMALL)
-    assert fast_llm.load_report["cuda_graphs"]["active"]
+    assert fast_llm.load_report.cuda_graphs["active"]
     fast = [o.token_ids for o in fast_llm.generate(prompts, SamplingParams(max_tokens=64, ignore_eos=True))]
     ref_llm = LLM(path, attention_backend="torch_ref", enforce_eager=True, dtype="bfloat16", block_size=16, **SMALL)
     a = teacher_forced_agreement(ref_llm, prompts, fast)
