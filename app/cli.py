@@ -173,12 +173,6 @@ def _resolve_model(args, project) -> str:
     return f"model: {args.model} ({choice.why}; --model to change)"
 
 
-def _model_id(model: str) -> str:
-    """The id a loaded generator reports (and stored results are keyed by)."""
-    local = Path(model).expanduser()
-    return str(local) if local.exists() or model.startswith((".", "/", "~")) else model
-
-
 def _sampling(args) -> dict:
     """Settings that change the output, so they are part of every stored result's key."""
     return {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
@@ -285,6 +279,7 @@ def cmd_estimate(args, verbosity) -> int:
     from app.docgen.hardware import detect_hardware
     from app.docgen.runner import prompt_version
     from app.docgen.timing import format_seconds
+    from app.engine.names import model_key  # torch-free: the id stored results are keyed by
 
     project = _project_config(args)
     quiet = verbosity.level == Verbosity.QUIET
@@ -297,7 +292,7 @@ def cmd_estimate(args, verbosity) -> int:
     out = Path(args.out).resolve() if args.out else project.out or base / "docs"
     walk.extra_skip_dirs.append(str(out))  # as run skips its output folder
     hw = detect_hardware()
-    est = estimate(args.path, walk, args.model, _model_id(args.model), args.max_seq_length, args.max_new_tokens,
+    est = estimate(args.path, walk, args.model, model_key(args.model), args.max_seq_length, args.max_new_tokens,
                    _store_path(args), prompt_version(), _sampling(args), hw, fast=args.fast)
     st = est.status
     size = f"{est.params / 1e9:.2g}B parameters ({est.params_source})" if est.params else f"size {est.params_source}"

@@ -48,10 +48,11 @@ def ray_factory(args, log):
 
 
 def generator_kwargs(args) -> tuple[str, dict]:
+    """(the model's id, which stored results are keyed by; the generator's keyword arguments)."""
+    from app.engine.names import is_local_model, model_key  # torch-free
+
     model = args.model or DEFAULT_MODEL
-    local = Path(model).expanduser()
-    looks_local = local.exists() or model.startswith((".", "/", "~"))
-    if looks_local and not local.is_dir():
+    if is_local_model(model) and not Path(model).expanduser().is_dir():
         raise ValueError(f"--model {model} is not a folder; pass a local model folder or a hub id such as {DEFAULT_MODEL}")
     kwargs = {"max_seq_length": args.window, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
     for flag, name in [("quantization", "quantization"), ("max_batch_size", "max_batch_size"),
@@ -62,8 +63,7 @@ def generator_kwargs(args) -> tuple[str, dict]:
             kwargs[name] = getattr(args, flag)
     if args.flash_attention is None and getattr(args, "hardware", None) is not None and args.hardware.device == "cpu":
         kwargs["use_flash_attention"] = False  # it needs CUDA: asking for it on a CPU only earns a warning per run
-
-    return (str(local) if looks_local else model), kwargs
+    return model_key(model), kwargs
 
 
 def optimized_factory(args, log):

@@ -44,6 +44,19 @@ def looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~", "\\")) or model.count("/") != 1 or "\\" in model
 
 
+def is_local_model(model: str) -> bool:
+    """Whether `model` names a local path rather than a hub id, by resolve_model_path's rule, without
+    touching the hub or its cache: it exists here, or it can only be a path."""
+    return Path(model).expanduser().exists() or looks_like_path(model)
+
+
+def model_key(model: str) -> str:
+    """The id a generator reports for `model`, which every stored docgen result is keyed by: a hub
+    id as given; a local path as written with `~` expanded and pathlib's normalisation ("./m/" ->
+    "m"), not made absolute. Changing it orphans the results in existing stores."""
+    return str(Path(model).expanduser()) if is_local_model(model) else model
+
+
 def resolve_model_path(model: str | os.PathLike, *, local_files_only: bool = False) -> Path:
     """A local checkpoint directory: `model` itself, or the hub cache's snapshot of a hub id
     (looked up in the cache first, downloaded unless `local_files_only`). ValueError saying what

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from app.engine.config import EngineConfig
-from app.engine.names import looks_like_path, normalize_quantization, resolve_device, resolve_model_path
+from app.engine.names import (is_local_model, looks_like_path, model_key, normalize_quantization, resolve_device,
+                              resolve_model_path)
 
 APP = pathlib.Path(__file__).resolve().parents[2] / "app"
 
@@ -65,9 +66,45 @@ def _defined_functions(path: pathlib.Path) -> set[str]:
 
 def test_one_home_each():
     """Each of these is defined in app/engine/names.py and nowhere else in app/."""
-    homes = {"resolve_device", "normalize_quantization", "resolve_model_path", "resolve_model_dir"}
+    homes = {"resolve_device", "normalize_quantization", "resolve_model_path", "resolve_model_dir", "model_key",
+             "is_local_model"}
     for path in APP.rglob("*.py"):
         if path.name == "names.py" and path.parent.name == "engine":
             continue
         found = {n.lstrip("_") for n in _defined_functions(path)} & homes
         assert not found, f"{path.relative_to(APP)} defines its own {sorted(found)}; use app.engine.names"
+
+
+def test_local_or_hub_is_decided_as_the_loader_decides(tmp_path, monkeypatch):
+    """is_local_model (the CLI's question, no hub access) agrees with resolve_model_path: a name it
+    calls local never reaches the hub, one it calls a hub id is looked up there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "config.json").write_text("{}")
+    (tmp_path / "f.bin").write_text("")
+    asked = []
+    import huggingface_hub
+
+    def no_hub(repo_id, **kw):
+        asked.append(repo_id)
+        raise OSError("offline in this test")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    for name in ["here", "./here", "f.bin", "./missing", "a/b/c", "gpt2", "~/nothing-here", "Qwen/Qwen2.5", "o/n"]:
+        asked.clear()
+        try:
+            resolve_model_path(name)
+        except ValueError:
+            pass
+        assert is_local_model(name) == (not asked), name
+    assert model_key("./here/") == "here" and model_key("Qwen/Qwen2.5") == "Qwen/Qwen2.5"
+
+
+def test_names_import_without_torch():
+    """The CLI resolves model names with torch unloaded (`docgen estimate` never imports it)."""
+    import subprocess
+    import sys
+
+    code = "import sys, app.engine.names, app.engine.config; assert 'torch' not in sys.modules, 'torch imported'"
+    res = subprocess.run([sys.executable, "-c", code], cwd=APP.parent, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
