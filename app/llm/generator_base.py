@@ -1,9 +1,15 @@
-"""What the baseline and the optimized doc generators share: token counting with the model's
-tokenizer, the closed check, `close()` once, the context managers, and the synchronous wrappers
-over the async batch call.
+"""What the doc generators share.
 
-A subclass sets `self.tokenizer`, implements `_release()` (free the model or stop the engine) and
-`generate_batch_async`; it may override `generate`/`generate_batch` with native synchronous code.
+DocGeneratorBase (every generator: the in-process baseline and optimized ones, the OpenAI-server
+and Ray backends): the closed check, `close()` once, the context managers, the concurrent batch
+over `generate_async`, and the synchronous wrappers over the async batch call. A subclass
+implements `_release()` (free the model, stop the engine, close connections) and
+`generate_async` (or `generate_batch_async`); it may override `generate`/`generate_batch` with
+native synchronous code.
+
+LocalGeneratorBase adds token counting with the model's own tokenizer (`self.tokenizer`), for the
+generators that hold one. The others count otherwise or not at all: docgen treats a generator
+without `count_tokens` as one whose prompt sizes it must estimate.
 """
 from __future__ import annotations
 
@@ -25,7 +31,6 @@ def sync_batch(generate_batch_async, chunks: Sequence[ChunkLike]) -> list[DocRes
 
 
 class DocGeneratorBase:
-    tokenizer: Any
     _closed: bool = False
 
     # ----- lifetime -----------------------------------------------------------------------
@@ -56,9 +61,14 @@ class DocGeneratorBase:
         # close() may wait for a running generation or join a thread: off the event loop.
         await asyncio.to_thread(self.close)
 
-    # ----- generation: synchronous wrappers over the async batch call ----------------------
+    # ----- generation: the batch over generate_async, and synchronous wrappers -------------
+    async def generate_async(self, chunk: ChunkLike) -> DocResult:
+        raise NotImplementedError(f"{type(self).__name__} must implement generate_async()")
+
     async def generate_batch_async(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
-        raise NotImplementedError(f"{type(self).__name__} must implement generate_batch_async()")
+        """Document every chunk concurrently; results in input order."""
+        self._check_open()
+        return list(await asyncio.gather(*(self.generate_async(c) for c in chunks)))
 
     def generate_batch(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
         """Synchronous `generate_batch_async` (for code without an event loop)."""
@@ -68,7 +78,11 @@ class DocGeneratorBase:
         """Document one chunk (synchronous)."""
         return self.generate_batch([chunk])[0]
 
-    # ----- token counting (docgen sizes its chunks with these) -----------------------------
+
+class LocalGeneratorBase(DocGeneratorBase):
+    """A generator holding the model's tokenizer: docgen sizes its chunks with these counts."""
+    tokenizer: Any
+
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` with this model's tokenizer."""
         return prompts.count_tokens(self.tokenizer, text)

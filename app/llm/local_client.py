@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from app.engine.names import normalize_quantization, resolve_device, resolve_model_path
-from app.llm.generator_base import DocGeneratorBase
+from app.llm.generator_base import LocalGeneratorBase
 from app.llm.prompts import PROMPT_VERSION, prompt_ids
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
@@ -72,7 +72,7 @@ def _cancel_criterion(event: threading.Event):
     return _Cancelled()
 
 
-class LocalDocGenerator(DocGeneratorBase):
+class LocalDocGenerator(LocalGeneratorBase):
     """Documents code chunks with `AutoModelForCausalLM.generate`, strictly one at a time."""
 
     def __init__(

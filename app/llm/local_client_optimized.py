@@ -21,14 +21,14 @@ import time
 import warnings
 import weakref
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from app.llm.engine_thread import EngineThread
 from app.engine.names import normalize_quantization, resolve_device
 from app.llm.optimizations import OptimizationPlan, as_dicts
-from app.llm.generator_base import DocGeneratorBase
+from app.llm.generator_base import LocalGeneratorBase
 from app.llm.prompts import PROMPT_VERSION, prompt_ids
 from app.llm.types import ChunkLike, CodeChunk, DocResult, usable_chunk
 
@@ -36,7 +36,7 @@ _FINISH = {"stop": "stop", "length": "length", "error": "error", "abort": "cance
 _ids = itertools.count()
 
 
-class OptimizedLocalDocGenerator(DocGeneratorBase):
+class OptimizedLocalDocGenerator(LocalGeneratorBase):
     """Documents code chunks with the engine: continuous batching, prefix reuse, and the rest."""
 
     def __init__(
@@ -206,11 +206,6 @@ class OptimizedLocalDocGenerator(DocGeneratorBase):
             res.extra.update({k: m[k] for k in ("spec_proposed", "spec_accepted", "spec_acceptance_rate",
                                                 "spec_mean_accepted_len") if k in m})
         return res
-
-    async def generate_batch_async(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
-        """Document every chunk concurrently in the engine's batch; results in input order."""
-        self._check_open()
-        return list(await asyncio.gather(*(self.generate_async(c) for c in chunks)))
 
     # ----- reporting and lifetime ---------------------------------------------------------
     @property

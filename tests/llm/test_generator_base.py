@@ -7,7 +7,9 @@ import inspect
 import pytest
 
 import app.llm.local_client_optimized as opt
-from app.llm.generator_base import DocGeneratorBase
+from app.llm.backends.openai_client import OpenAIDocGenerator
+from app.llm.backends.ray_replicas import RayDocGenerator
+from app.llm.generator_base import DocGeneratorBase, LocalGeneratorBase
 from app.llm.local_client import LocalDocGenerator
 from app.llm.types import DocResult, as_chunk
 
@@ -22,7 +24,7 @@ class _Tok:
         return list(range(len(text)))
 
 
-class _Echo(DocGeneratorBase):
+class _Echo(LocalGeneratorBase):
     def __init__(self):
         self.tokenizer = _Tok()
         self.released = 0
@@ -69,12 +71,40 @@ def test_count_tokens_uses_the_tokenizer():
     assert _Echo().count_tokens("abcd") == 4
 
 
-def test_both_generators_share_the_base():
+def test_every_generator_shares_the_base():
+    """Lifetime and the sync wrapper written once for all four; tokenizer counting for the two that
+    hold a tokenizer (the OpenAI backend counts through /tokenize or not at all, Ray remotely)."""
+    shared = {"close", "__enter__", "__exit__", "__aenter__", "__aexit__", "_check_open"}
     for cls in (LocalDocGenerator, opt.OptimizedLocalDocGenerator):
-        assert issubclass(cls, DocGeneratorBase)
-        own = set(vars(cls))
-        assert not own & {"count_tokens", "count_prompt_tokens", "close", "__enter__", "__exit__",
-                          "__aenter__", "__aexit__", "_check_open"}, cls
+        assert issubclass(cls, LocalGeneratorBase)
+        assert not set(vars(cls)) & (shared | {"count_tokens", "count_prompt_tokens"}), cls
+    for cls in (OpenAIDocGenerator, RayDocGenerator):
+        assert issubclass(cls, DocGeneratorBase) and not issubclass(cls, LocalGeneratorBase)
+        assert not set(vars(cls)) & (shared | {"generate_batch", "generate_batch_async"}), cls
+    assert not hasattr(OpenAIDocGenerator, "count_tokens")  # docgen estimates unless /tokenize answers
+
+
+def test_default_batch_runs_generate_async_concurrently():
+    class _Slow(DocGeneratorBase):
+        def __init__(self):
+            self.running = self.most = 0
+
+        def _release(self):
+            pass
+
+        async def generate_async(self, chunk):
+            self.running += 1
+            self.most = max(self.most, self.running)
+            await asyncio.sleep(0.01)
+            self.running -= 1
+            return DocResult(chunk_id=as_chunk(chunk).id, text=as_chunk(chunk).code)
+
+    g = _Slow()
+    out = g.generate_batch(["a = 1", "b = 2", "c = 3"])
+    assert [r.text for r in out] == ["a = 1", "b = 2", "c = 3"] and g.most == 3
+    g.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        g.generate_batch(["a = 1"])
 
 
 GUIDE = dict(quantization="4bit", max_batch_size=8, enable_speculative_decoding=False, draft_model_id=None,

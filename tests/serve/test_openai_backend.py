@@ -180,3 +180,16 @@ def test_backend_honours_a_chunks_own_token_limit(wide_server):
         gen.close()
     assert (default.completion_tokens, default.finish_reason) == (3, "length")  # the tiny model never stops
     assert (larger.completion_tokens, larger.finish_reason) == (6, "length")
+
+
+def test_backend_closes_once_like_the_other_generators(wide_server):
+    """DocGeneratorBase's lifetime: the context manager closes it, a second close is harmless,
+    and generating after close is a clear error, not a silent reconnect."""
+    from app.llm.backends.openai_client import OpenAIBackendConfig, OpenAIDocGenerator
+
+    with OpenAIDocGenerator(OpenAIBackendConfig([wide_server.url], max_new_tokens=2)) as gen:
+        assert gen.generate({"code": "def f(x):\n    return x", "name": "f"}).finish_reason == "length"
+    assert gen._tokenizer_http.is_closed
+    gen.close()
+    with pytest.raises(RuntimeError, match="OpenAIDocGenerator is closed"):
+        gen.generate_batch([{"code": "x = 1", "name": "x"}])

@@ -18,11 +18,11 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from app.llm.backends.endpoints import EndpointPool
 from app.llm.prompts import PROMPT_VERSION, build_messages
-from app.llm.generator_base import sync_batch
+from app.llm.generator_base import DocGeneratorBase
 from app.llm.types import ChunkLike, DocResult, as_chunk, usable_chunk
 
 
@@ -61,7 +61,10 @@ def _openai():
     return openai
 
 
-class OpenAIDocGenerator:
+class OpenAIDocGenerator(DocGeneratorBase):
+    """Counts tokens only through the server's /tokenize (see the module's doc), so it is not a
+    LocalGeneratorBase: without that endpoint it has no `count_tokens` and docgen estimates."""
+
     def __init__(self, cfg: OpenAIBackendConfig) -> None:
         self.cfg = cfg
         self._openai = _openai()
@@ -138,6 +141,7 @@ class OpenAIDocGenerator:
         return isinstance(e, o.APIStatusError) and (e.status_code >= 500 or e.status_code in (408, 409, 429))
 
     async def generate_async(self, chunk: ChunkLike) -> DocResult:
+        self._check_open()
         t0 = time.perf_counter()
         c, bad = usable_chunk(chunk)
         if bad is not None:
@@ -184,12 +188,6 @@ class OpenAIDocGenerator:
         return DocResult(chunk_id=c.id, finish_reason="error", error=f"{type(e).__name__}: {e}{suffix}",
                          total_time=time.perf_counter() - t0)
 
-    async def generate_batch_async(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
-        return list(await asyncio.gather(*(self.generate_async(c) for c in chunks)))
-
-    def generate_batch(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
-        return sync_batch(self.generate_batch_async, chunks)
-
     def report(self) -> dict[str, Any]:
         return {"generator": "OpenAIDocGenerator", "model": self.model_id, "prompt_version": PROMPT_VERSION,
                 "endpoints": [{"url": e.url, "in_flight": e.in_flight, "served": e.served, "retries": e.retries}
@@ -197,7 +195,7 @@ class OpenAIDocGenerator:
                 "sampling": {"max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature},
                 "totals": dict(self.totals)}
 
-    def close(self) -> None:
+    def _release(self) -> None:
         if self._tokenizer_http is not None:
             self._tokenizer_http.close()
         self._clients = {}  # their connections close with the event loop that opened them

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from app.llm.backends.endpoints import EndpointPool
+from app.llm.generator_base import DocGeneratorBase
 from app.llm.types import ChunkLike, CodeChunk, DocResult, as_chunk
 
 
@@ -63,7 +64,9 @@ class _Replica:
         return self.gen.count_prompt_tokens(chunk)
 
 
-class RayDocGenerator:
+class RayDocGenerator(DocGeneratorBase):
+    """Counts tokens with the first replica's tokenizer (one remote call per count)."""
+
     def __init__(self, cfg: RayConfig) -> None:
         ray = self._ray = _ray()
         self.cfg = cfg
@@ -97,6 +100,7 @@ class RayDocGenerator:
         return self._ray.get(self.actors[0].count_prompt_tokens.remote(as_chunk(chunk)))
 
     async def generate_async(self, chunk: ChunkLike) -> DocResult:
+        self._check_open()
         try:
             c = as_chunk(chunk)
         except (TypeError, ValueError) as e:
@@ -120,17 +124,11 @@ class RayDocGenerator:
             return res
         raise AssertionError("unreachable")
 
-    async def generate_batch_async(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
-        return list(await asyncio.gather(*(self.generate_async(c) for c in chunks)))
-
-    def generate_batch(self, chunks: Sequence[ChunkLike]) -> list[DocResult]:
-        return asyncio.run(self.generate_batch_async(chunks))
-
     def report(self) -> dict[str, Any]:
         return {"generator": "RayDocGenerator", "model": self.model_id, "replicas": self.cfg.replicas,
                 "served": {e.url: e.served for e in self.pool.endpoints}, "resubmits": self.resubmits}
 
-    def close(self) -> None:
+    def _release(self) -> None:
         for a in self.actors:
             self._ray.kill(a, no_restart=True)
         self.actors = []
