@@ -2,7 +2,7 @@
 
 The check runs once per generated token of every request with stop strings. Before issue 15 it
 decoded the whole output each step (detokenizer.reference_stop_cut); now it feeds one token to an
-incremental detokenizer (LLM._apply_stop_strings). Per-step cost is timed over the steps that
+incremental detokenizer (RequestTexts.apply_stop_strings). Per-step cost is timed over the steps that
 take a request from N-50 to N output tokens, for N = 100 and N = 2,000, with a stop string that
 never appears (the common case: the check runs and finds nothing). No model is loaded: only the
 tokenizer and the engine's own check.
@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from app.engine.detokenizer import reference_stop_cut  # noqa: E402
-from app.engine.llm import LLM  # noqa: E402
+from app.engine.request_texts import RequestTexts  # noqa: E402
 from app.engine.sampling_params import SamplingParams  # noqa: E402
 from app.engine.sequence import Sequence  # noqa: E402
 
@@ -49,24 +49,26 @@ def output_ids(tok, n: int) -> list[int]:
     return ids[:n]
 
 
-class _Stub:
-    """What LLM._apply_stop_strings touches: the tokenizer and the per-request detokenizers."""
+class _EngineTok:
+    """The engine tokenizer's interface that RequestTexts uses, over a transformers tokenizer."""
 
     def __init__(self, tok):
-        self.tokenizer = type("T", (), {"decode": staticmethod(lambda ids, skip: tok.decode(ids, skip_special_tokens=skip))})
-        self._detoks = {}
+        self.tok, self.eos_token_ids = tok, ()
+
+    def decode(self, ids, skip):
+        return self.tok.decode(ids, skip_special_tokens=skip)
 
 
 def time_incremental(tok, ids: list[int]) -> float:
-    stub = _Stub(tok)
+    texts = RequestTexts(_EngineTok(tok))
     seq = Sequence([1, 2, 3], SamplingParams(max_tokens=len(ids) + 1, stop=STOPS))
     for t in ids[:-WINDOW]:  # the request's history, checked step by step as in the engine
         seq.token_ids.append(t)
-        LLM._apply_stop_strings(stub, seq, 1)
+        texts.apply_stop_strings(seq, 1)
     t0 = time.perf_counter()
     for t in ids[-WINDOW:]:
         seq.token_ids.append(t)
-        assert not LLM._apply_stop_strings(stub, seq, 1)
+        assert not texts.apply_stop_strings(seq, 1)
     return (time.perf_counter() - t0) / WINDOW
 
 

@@ -21,17 +21,16 @@ import torch
 
 from .block_manager import BlockManager
 from .config import EngineConfig, SpeculativeConfig
-from .detokenizer import IncrementalDetokenizer
 from .errors import UnsupportedFeature
 from .inflight import PendingTokens, resolve_async_scheduling
 from .load_report import LoadReport
 from .logprobs import Logprobs, mask_min_tokens
 from .outputs import RequestOutput
 from .parallel_sampling import SampleGroups, child_params
+from .request_texts import RequestTexts
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import Sequence, SequenceStatus
-from .stop_strings import find_stop_in_new_text, visible_length
 from .setup import build_engine_parts
 
 
@@ -72,8 +71,7 @@ class LLM:
         self._generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self._seq_generators: dict[int, torch.Generator] = {}
         self._requests: dict[str, Sequence] = {}
-        self._prompts: dict[int, str | None] = {}
-        self._detoks: dict[int, IncrementalDetokenizer] = {}  # seq_id -> its text so far (stop strings)
+        self._texts = RequestTexts(self.tokenizer)  # prompt texts, stop strings, the outputs' text
         self._early: list[RequestOutput] = []  # rejected requests, reported by the next step()
         self._groups = SampleGroups()  # n > 1 requests, fanned out into n samples
         self._logprobs = Logprobs()  # seq id -> per-token log-probs (requests that asked)
@@ -141,17 +139,17 @@ class LLM:
         text = prompt if isinstance(prompt, str) else None
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         seq = Sequence(ids, params, request_id=request_id)
+        self._texts.add(seq, text)
         err = self._validate(ids) or self._unsupported(params)
         if err:
             seq.status, seq.finish_reason, seq.error = SequenceStatus.FINISHED, "error", err
-            self._early.append(self._output(seq, text))
+            self._early.append(self._finish_output(seq))
             return request_id
         if params.logprobs is not None:
             self._logprobs[seq.seq_id] = []
         if params.seed is not None:
             self._seq_generators[seq.seq_id] = torch.Generator(device=self.device).manual_seed(params.seed)
         self._requests[request_id] = seq
-        self._prompts[seq.seq_id] = text
         self.scheduler.add(seq)
         return request_id
 
@@ -214,7 +212,7 @@ class LLM:
         for s in out.scheduled:
             seq = s.seq
             new = sampled.get(seq.seq_id)
-            if seq.params.stop and new and self._apply_stop_strings(seq, len(new)):
+            if seq.params.stop and new and self._texts.apply_stop_strings(seq, len(new)):
                 if seq.is_finished:  # also ended by EOS/length this step: the stop string came first
                     seq.finish_reason = "stop"
                 else:
@@ -316,71 +314,16 @@ class LLM:
         rows, lp = self._logprobs.tensors(logits, seqs, toks)
         return toks, rows, lp
 
-    def _apply_stop_strings(self, seq: Sequence, num_new: int) -> bool:
-        """If a new token completed a stop string, cut the tokens after it (a speculative step
-        may have added several) and remember where the text ends. vLLM's rules (stop_strings.py,
-        whose `find_stop` is the full-decode reference); the text grows incrementally
-        (detokenizer.py), so each step costs the same whatever the output's length."""
-        p = seq.params
-        detok = self._detoks.get(seq.seq_id)
-        if detok is None:
-            detok = self._detoks[seq.seq_id] = IncrementalDetokenizer(
-                lambda ids: self.tokenizer.decode(ids, p.skip_special_tokens))
-        start = seq.num_prompt_tokens
-        for pos in range(start + len(detok.ids), seq.num_tokens):  # tokens not yet seen, in order
-            before = visible_length(detok.text, detok.pending)
-            changed = detok.step(seq.token_ids[pos])
-            if pos - start + 1 < p.min_tokens:  # tokens before the min_tokens-th cannot complete one
-                continue
-            hit = find_stop_in_new_text(detok.text, detok.pending, min(before, changed), p.stop,
-                                        p.include_stop_str_in_output)
-            if hit is not None:
-                del seq.token_ids[pos + 1:]
-                seq.stop_text_index = hit
-                return True
-        return False
-
     def _finish_output(self, seq: Sequence) -> RequestOutput:
         self._requests.pop(seq.request_id, None)
-        out = self._output(seq, self._prompts.get(seq.seq_id), self._detoks.get(seq.seq_id))
+        out = self._texts.output(seq, self._logprobs.get(seq.seq_id))
         self._forget(seq)
         return out
 
     def _forget(self, seq: Sequence) -> None:
         self._seq_generators.pop(seq.seq_id, None)
         self._logprobs.pop(seq.seq_id, None)
-        self._prompts.pop(seq.seq_id, None)
-        self._detoks.pop(seq.seq_id, None)
-
-    def _output(self, seq: Sequence, prompt: str | None, detok: IncrementalDetokenizer | None = None) -> RequestOutput:
-        out_ids = seq.output_token_ids
-        if self._ended_by_stop_token(seq):  # its id stays, its text does not (vLLM)
-            text = self.tokenizer.decode(out_ids[:-1], seq.params.skip_special_tokens) if len(out_ids) > 1 else ""
-        elif detok is not None and len(detok.ids) == len(out_ids):  # the stop check's text: a full decode's
-            text = detok.full_text
-        else:  # no stop strings: one decode at the end costs less than one per step
-            text = self.tokenizer.decode(out_ids, seq.params.skip_special_tokens) if out_ids else ""
-        if seq.stop_text_index is not None:
-            text = text[: seq.stop_text_index]
-        m = seq.metrics.as_dict()
-        m.update(prompt_tokens=seq.num_prompt_tokens, generated_tokens=len(out_ids),
-                 preemptions=seq.num_preemptions)
-        if seq.spec_proposed:
-            v = max(seq.spec_verifications, 1)
-            m.update(spec_proposed=seq.spec_proposed, spec_accepted=seq.spec_accepted,
-                     spec_acceptance_rate=seq.spec_accepted / seq.spec_proposed,
-                     # tokens emitted per verification step (accepted proposals + the target's own)
-                     spec_mean_accepted_len=(seq.spec_accepted + v) / v)
-        lps = self._logprobs.get(seq.seq_id)
-        return RequestOutput(seq.request_id, prompt, seq.prompt_token_ids, text, out_ids, seq.finish_reason,
-                             seq.num_cached_tokens, m, seq.error, lps[: len(out_ids)] if lps is not None else None)
-
-    def _ended_by_stop_token(self, seq: Sequence) -> bool:
-        """EOS or a stop token ended it: the id stays in token_ids, its text stays out (vLLM)."""
-        p, out = seq.params, seq.output_token_ids
-        if seq.finish_reason != "stop" or seq.stop_text_index is not None or not out or p.include_stop_str_in_output:
-            return False
-        return out[-1] in p.stop_token_ids or (not p.ignore_eos and out[-1] in self.tokenizer.eos_token_ids)
+        self._texts.forget(seq)
 
     # ----- batch API -----------------------------------------------------------------------
     def generate(self, prompts: Seq[str] | Seq[list[int]] | str,

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from app.engine.detokenizer import IncrementalDetokenizer
-from app.engine.llm import LLM
+from app.engine.request_texts import RequestTexts
 from app.engine.sampling_params import SamplingParams
 from app.engine.sequence import Sequence
 from app.engine.stop_strings import find_stop, find_stop_in_new_text
@@ -86,17 +86,21 @@ def test_text_equals_full_decode_after_every_token(tok, skip):
     assert fallbacks < steps / 10  # the window rule holds almost always: few full decodes
 
 
-def _engine_stop_check(tok, prompt, out_ids, stops, rng, min_tokens=0, include=False):
-    """Feed `out_ids` to LLM._apply_stop_strings the way steps do (1 to 4 tokens at a time, as
-    speculation may); returns (tokens kept, text) or None when no stop string ended it."""
-    class Stub:
-        pass
+class _EngineTok:
+    """The engine tokenizer's interface (decode(ids, skip_special_tokens), eos_token_ids) over a
+    transformers tokenizer."""
 
-    stub = Stub()
-    stub.tokenizer = type("T", (), {"decode": staticmethod(lambda ids, skip: tok.decode(ids, skip_special_tokens=skip))})
-    stub._detoks = {}
-    stub._ended_by_stop_token = lambda seq: False
-    stub._logprobs = {}
+    def __init__(self, tok):
+        self.tok, self.eos_token_ids = tok, ()
+
+    def decode(self, ids, skip):
+        return self.tok.decode(ids, skip_special_tokens=skip)
+
+
+def _engine_stop_check(tok, prompt, out_ids, stops, rng, min_tokens=0, include=False):
+    """Feed `out_ids` to the engine's stop check (RequestTexts) the way steps do (1 to 4 tokens at a
+    time, as speculation may); returns (tokens kept, text) or None when no stop string ended it."""
+    texts = RequestTexts(_EngineTok(tok))
     seq = Sequence(list(prompt), SamplingParams(max_tokens=1000, stop=stops, min_tokens=min_tokens,
                                                 include_stop_str_in_output=include))
     i = 0
@@ -104,10 +108,8 @@ def _engine_stop_check(tok, prompt, out_ids, stops, rng, min_tokens=0, include=F
         n = rng.randint(1, 4)
         seq.token_ids.extend(out_ids[i:i + n])
         i += n
-        if LLM._apply_stop_strings(stub, seq, len(out_ids[i - n:i])):
-            detok = stub._detoks[seq.seq_id]
-            text = LLM._output(stub, seq, None, detok).text
-            return seq.num_output_tokens, text
+        if texts.apply_stop_strings(seq, len(out_ids[i - n:i])):
+            return seq.num_output_tokens, texts.output(seq).text
     return None
 
 
