@@ -1,7 +1,7 @@
 """Micro-benchmark: the engine's per-step stop-string check at 100 vs 2,000 output tokens.
 
 The check runs once per generated token of every request with stop strings. Before issue 15 it
-decoded the whole output each step (detokenizer.reference_stop_cut); now it feeds one token to an
+decoded the whole output each step (stop_strings.find_stop); now it feeds one token to an
 incremental detokenizer (RequestTexts.apply_stop_strings). Per-step cost is timed over the steps that
 take a request from N-50 to N output tokens, for N = 100 and N = 2,000, with a stop string that
 never appears (the common case: the check runs and finds nothing). No model is loaded: only the
@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from app.engine.detokenizer import reference_stop_cut  # noqa: E402
+from app.engine.stop_strings import find_stop  # noqa: E402
 from app.engine.request_texts import RequestTexts  # noqa: E402
 from app.engine.sampling_params import SamplingParams  # noqa: E402
 from app.engine.sequence import Sequence  # noqa: E402
@@ -76,7 +76,7 @@ def time_full_decode(tok, ids: list[int]) -> float:
     decode = lambda x: tok.decode(x, skip_special_tokens=True)  # noqa: E731
     t0 = time.perf_counter()
     for k in range(len(ids) - WINDOW + 1, len(ids) + 1):
-        assert reference_stop_cut(decode, ids[:k], STOPS, 1) is None
+        assert find_stop(decode, ids[:k], 1, STOPS) is None
     return (time.perf_counter() - t0) / WINDOW
 
 
