@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import inspect
 import threading
 import time
 import warnings
@@ -326,32 +327,18 @@ class LocalDocGenerator(LocalGeneratorBase):
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-def create_local_generator(
-    model_id: str,
-    quantization: str | None = "4bit",
-    *,
-    device: str | torch.device = "auto",
-    dtype: str | torch.dtype = "auto",
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    max_seq_length: int = 4096,
-    trust_remote_code: bool = False,
-    **kwargs: Any,
-) -> LocalDocGenerator:
-    """The guide's original generator. Extra keyword arguments: top_p, top_k, seed, ignore_eos,
-    local_files_only (see `LocalDocGenerator`)."""
-    allowed = {"top_p", "top_k", "seed", "ignore_eos", "local_files_only"}
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise ValueError(f"unknown arguments {unknown} for create_local_generator; accepted extras: {sorted(allowed)}")
-    return LocalDocGenerator(
-        model_id,
-        quantization,
-        device=device,
-        dtype=dtype,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        max_seq_length=max_seq_length,
-        trust_remote_code=trust_remote_code,
-        **kwargs,
-    )
+
+def create_local_generator(*args: Any, **kwargs: Any) -> LocalDocGenerator:
+    """The guide's original generator: `LocalDocGenerator(...)`, same parameters (top_p, top_k,
+    seed, ignore_eos and local_files_only among them)."""
+    unknown = sorted(set(kwargs) - set(inspect.signature(LocalDocGenerator).parameters))
+    if unknown:  # often an optimized generator's argument passed to the baseline: say which is which
+        raise ValueError(f"unknown arguments {unknown} for create_local_generator (the parameters of "
+                         "LocalDocGenerator); batching, speculation and the other optimizations are "
+                         "create_optimized_local_generator's (app.llm.local_client_optimized)")
+    return LocalDocGenerator(*args, **kwargs)
+
+
+# help() and IDEs show the constructor's parameters (one signature, written once, in __init__).
+create_local_generator.__signature__ = inspect.signature(LocalDocGenerator).replace(
+    return_annotation=LocalDocGenerator)

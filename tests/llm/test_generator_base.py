@@ -121,6 +121,16 @@ def test_factory_has_the_guides_parameters():
     assert params == inspect.signature(opt.OptimizedLocalDocGenerator).parameters
 
 
+def test_baseline_factory_has_the_constructors_parameters():
+    from app.llm.local_client import create_local_generator
+
+    params = inspect.signature(create_local_generator).parameters
+    assert params == inspect.signature(LocalDocGenerator).parameters
+    assert list(params)[:2] == ["model_id", "quantization"] and params["quantization"].default == "4bit"
+    with pytest.raises(ValueError, match=r"unknown arguments \['max_batch_size'\].*create_optimized_local_generator"):
+        create_local_generator("m", max_batch_size=8)  # refused before anything loads
+
+
 def test_factory_forwards_everything(monkeypatch):
     seen = {}
 
