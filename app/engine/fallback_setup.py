@@ -52,7 +52,8 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
     if cfg.quantization:
         from .quant import QuantConfig, quantize_model_
 
-        q = quantize_model_(model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg),
+        qcfg = QuantConfig(format=cfg.quantization, tied_embedding=cfg.quant_tied_embedding)
+        q = quantize_model_(model, qcfg, cache_dir=quant_cache_dir(cfg),
                             cache_key=quant_cache_key(cfg, files, report.dtype))
         report["quantization"] = q
         if not q["quantized"]:

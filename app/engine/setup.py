@@ -112,7 +112,8 @@ def build_streamed_quantized_model(cfg: EngineConfig, path, hf_config, device, d
         torch.set_default_dtype(prev)
     # The key covers everything the quantized tensors depend on: checkpoint and dtype.
     key = f"{checkpoint_fingerprint(files)}-{str(dtype).replace('torch.', '')}"
-    loaded, report = load_streaming(model, iter_mapped_weights(files), QuantConfig(format=cfg.quantization), device,
+    qcfg = QuantConfig(format=cfg.quantization, tied_embedding=cfg.quant_tied_embedding)
+    loaded, report = load_streaming(model, iter_mapped_weights(files), qcfg, device,
                                     hf_config, cache_dir=quant_cache_dir(cfg), cache_key=key)
     missing = model.expected_weights() - loaded
     if missing:
@@ -160,9 +161,14 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         key = quant_cache_key(cfg, files, report.dtype)
         try:
             report["quantization"] = quantize_model_(
-                model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg), cache_key=key)
+                model, QuantConfig(format=cfg.quantization, tied_embedding=cfg.quant_tied_embedding),
+                cache_dir=quant_cache_dir(cfg), cache_key=key)
         except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
             _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
+    if device.type == "cpu" and _any_quantized(model):
+        from .quant.chain import keep_kernel_dtype_
+
+        keep_kernel_dtype_(model)  # bf16 kernel outputs flow on: fewer dtype conversions per step (quant/chain.py)
     report["load"] = load.done(model)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     backend = _backend_name(cfg, device)
