@@ -78,7 +78,7 @@ def estimate_memory(cfg, hf_config, device: torch.device, dtype: torch.dtype, st
     if prequantized and stored is not None:
         weights = stored.nbytes
     elif cfg.quantization in ("4bit", "8bit") and native and not cfg.lora_path:
-        weights = streamed_quantized_bytes(c, cfg.quantization, elem, device, cfg.quant_tied_embedding)
+        weights = streamed_quantized_bytes(c, cfg.quantization, elem, device, cfg.quant_lm_head)
     else:
         weights = max(n_config, stored.numel if stored else 0) * elem
     max_pos = int(getattr(c, "max_position_embeddings", None) or 4096)
@@ -101,10 +101,10 @@ def estimate_memory(cfg, hf_config, device: torch.device, dtype: torch.dtype, st
 QUANT_BYTES_PER_WEIGHT = {"4bit": 0.5 + 4 / 128, "8bit": 1.0}
 
 
-def streamed_quantized_bytes(c, fmt: str, elem: int, device: torch.device, tied_setting: str = "auto") -> int:
+def streamed_quantized_bytes(c, fmt: str, elem: int, device: torch.device, head_setting: str = "auto") -> int:
     """Peak weight bytes of a load that quantizes while streaming (quant/stream.py): every decoder
-    Linear quantized, the embedding dense unless tied and stored in 8 bits (EngineConfig.
-    quant_tied_embedding, quant/embedding.tied_8bit_wanted), an untied LM head dense (QuantConfig.skip), norms dense;
+    Linear quantized; the LM head (with the embedding, when tied) in 8 bits or dense (EngineConfig.
+    quant_lm_head, quant/embedding.py), an untied embedding dense, norms dense;
     plus the largest fused layer (gate|up) in the load dtype and its float32 quantization temporaries."""
     from .quant.embedding import tied_8bit_wanted
 
@@ -113,10 +113,8 @@ def streamed_quantized_bytes(c, fmt: str, elem: int, device: torch.device, tied_
     linear = m["layers"] * (h * m["heads"] * d * 2 + 2 * h * m["kv"] * d + 3 * h * m["inter"])
     tied = bool(getattr(c, "tie_word_embeddings", True))
     embed = m["vocab"] * h
-    if tied and tied_8bit_wanted(tied_setting, device):
-        embed_bytes = embed * 1
-    else:
-        embed_bytes = embed * elem * (1 if tied else 2)
+    head8 = tied_8bit_wanted(head_setting, device)  # tied pair or untied head in per-row int8
+    embed_bytes = embed * (1 if head8 else elem) if tied else embed * (elem + (1 if head8 else elem))
     transient = 2 * m["inter"] * h * (elem + 3 * 4)
     return int(linear * QUANT_BYTES_PER_WEIGHT[fmt]) + embed_bytes + m["layers"] * 2 * h * elem + transient
 

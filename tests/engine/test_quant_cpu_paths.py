@@ -84,11 +84,31 @@ def test_engine_with_kept_kernel_dtype_agrees_with_the_casting_path(tiny_checkpo
 
 
 def test_tied_embedding_choice_reaches_the_engine(tiny_checkpoint):
-    """EngineConfig.quant_tied_embedding: "auto" stores a tied embedding / LM head in 8 bits on the
+    """EngineConfig.quant_lm_head: "auto" stores a tied embedding / LM head in 8 bits on the
     CPU; "dense" keeps it in the model dtype (more memory, ~0.8 points more 8-bit agreement)."""
     path = str(tiny_checkpoint("tiny"))  # tied head
     auto = LLM(path, quantization="8bit", quant_cache_dir="", block_size=4)
-    dense = LLM(path, quantization="8bit", quant_cache_dir="", block_size=4, quant_tied_embedding="dense")
+    dense = LLM(path, quantization="8bit", quant_cache_dir="", block_size=4, quant_lm_head="dense")
     assert auto.load_report["quantization"]["tied_embedding"]["format"] == "8bit"
     assert dense.load_report["quantization"]["tied_embedding"] is None
     assert dense.load_report["quantization"]["bytes_after"] > auto.load_report["quantization"]["bytes_after"]
+
+
+def test_untied_lm_head_in_8_bits_streamed_and_from_the_cache(tiny_checkpoint, tmp_path):
+    """An untied LM head (tiny-llama) is stored per-row int8 on the CPU (it used to stay fp32): the
+    streamed load and a start from the quantized-weights cache build the same head and outputs;
+    "dense" keeps it an nn.Linear."""
+    path = str(tiny_checkpoint("tiny-llama"))
+    kw = dict(quantization="4bit", quant_cache_dir=str(tmp_path), block_size=4)
+    cold = LLM(path, **kw)
+    rep = cold.load_report["quantization"]
+    assert rep["lm_head"] == {"name": "lm_head", "format": "8bit"} and "lm_head" in rep["quantized"]
+    assert isinstance(cold.runner.model.lm_head, Int8Linear)
+    warm = LLM(path, **kw)
+    assert warm.load_report["quantization"]["cache"] == "hit"
+    assert torch.equal(warm.runner.model.lm_head.qweight, cold.runner.model.lm_head.qweight)
+    prompts = shared_prefix_prompts(n=2)
+    sp = SamplingParams(max_tokens=8, ignore_eos=True)
+    assert [o.token_ids for o in warm.generate(prompts, sp)] == [o.token_ids for o in cold.generate(prompts, sp)]
+    dense = LLM(path, quant_lm_head="dense", **kw)
+    assert type(dense.runner.model.lm_head) is torch.nn.Linear and dense.load_report["quantization"]["lm_head"] is None
