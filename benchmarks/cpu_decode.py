@@ -7,7 +7,9 @@ For each weight format (4bit, 8bit, bf16, fp32) on one checkpoint, an engine on 
     into matmul / dtype conversions / attention / other ops, and the rest of the step's wall time
     ("python": scheduler, metadata, sampling bookkeeping outside any aten op).
 `--rounds 2` repeats every configuration in turn (A B C A B C) so a machine loaded by others
-shows up as spread instead of as a difference between configurations.
+shows up as spread instead of as a difference between configurations. Each time is also given in
+this process's CPU seconds (time.process_time): with --threads 1 on a machine loaded by other jobs
+that is the steadier measure of the work done (wall time includes waiting for a core).
 
     python benchmarks/cpu_decode.py --preset cpu-31m --formats 4bit,8bit,bf16,fp32 --threads 1
     python benchmarks/cpu_decode.py --model /tmp/q15b --formats 4bit --batch 1 --profile
@@ -46,7 +48,7 @@ def engine(path: str, fmt: str, args):
     dtype = "bfloat16" if fmt == "bf16" else "float32"
     return LLM(path, device="cpu", quantization=quant, dtype=dtype, max_num_seqs=max(args.batch),
                kv_cache_memory_gb=args.kv_gb, max_model_len=args.prompt_len + 3 * args.steps + 64,
-               quant_cache_dir=args.quant_cache)
+               quant_cache_dir=args.quant_cache, enable_compilation=args.compile)
 
 
 def _prompt(vocab: int, n: int, seed: int) -> list[int]:
@@ -54,14 +56,15 @@ def _prompt(vocab: int, n: int, seed: int) -> list[int]:
     return torch.randint(3, min(vocab, 30000), (n,), generator=g).tolist()
 
 
-def prompt_seconds(llm, args) -> float:
+def prompt_seconds(llm, args) -> tuple[float, float]:
+    """-> (wall seconds, this process's CPU seconds) to prefill one prompt."""
     from app.engine import SamplingParams
 
     llm.block_manager.reset_prefix_cache()
     p = _prompt(llm.runner.model.spec.vocab_size, args.prompt_len, 1)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     llm.generate([p], SamplingParams(max_tokens=1, ignore_eos=True))
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def prefill(llm, batch: int, args) -> list[str]:
@@ -84,14 +87,16 @@ def finish(llm, ids) -> None:
         llm.step()
 
 
-def decode_tok_s(llm, batch: int, args) -> float:
+def decode_tok_s(llm, batch: int, args) -> tuple[float, float]:
+    """-> (tokens/s of wall time, tokens per CPU second of this process) over `steps` decode steps."""
     ids = prefill(llm, batch, args)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         llm.step()
-    rate = batch * args.steps / (time.perf_counter() - t)
+    n = batch * args.steps
+    rates = n / (time.perf_counter() - t), n / max(time.process_time() - c, 1e-9)
     finish(llm, ids)
-    return rate
+    return rates
 
 
 def categorize(prof) -> dict:
@@ -132,9 +137,12 @@ def profile_decode(llm, args) -> dict:
 def measure(path: str, fmt: str, args) -> dict:
     llm = engine(path, fmt, args)
     prompt_seconds(llm, args)  # warm-up (first-call allocations)
-    row = {"format": fmt, "prompt_s": prompt_seconds(llm, args)}
+    from app.engine.quant import weight_bytes
+
+    row = dict(zip(("prompt_s", "prompt_cpu_s"), prompt_seconds(llm, args)), format=fmt,
+               weight_mib=weight_bytes(llm.runner.model) / 2**20)
     for b in args.batch:
-        row[f"tok_s_b{b}"] = decode_tok_s(llm, b, args)
+        row[f"tok_s_b{b}"], row[f"cpu_tok_s_b{b}"] = decode_tok_s(llm, b, args)
     if args.profile:
         row["profile_b1"] = profile_decode(llm, args)
     del llm
@@ -155,6 +163,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--kv-gb", type=float, default=0.25)
     ap.add_argument("--quant-cache", default="", help="quantized-weights cache dir ('' = none)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="EngineConfig.enable_compilation (app/engine/compile.py)")
     ap.add_argument("--code", help="import app from this checkout (--code=DIR)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -182,8 +191,9 @@ def main(argv=None) -> dict:
     print(f"\ntorch {torch.__version__}, {res['threads']} threads, code {os.path.dirname(app.__file__)}")
     for fmt in fmts:
         rows = [x for x in res["rows"] if x["format"] == fmt]
-        cells = [f"prompt {statistics.median(x['prompt_s'] for x in rows):.3f} s"]
-        cells += [f"b{b} {statistics.median(x[f'tok_s_b{b}'] for x in rows):.1f} tok/s" for b in args.batch]
+        med = lambda key: statistics.median(x[key] for x in rows)  # noqa: E731
+        cells = [f"prompt {med('prompt_s'):.3f} s (cpu {med('prompt_cpu_s'):.3f} s)"]
+        cells += [f"b{b} {med(f'tok_s_b{b}'):.1f} tok/s (per cpu-s {med(f'cpu_tok_s_b{b}'):.1f})" for b in args.batch]
         print(f"{fmt:>5}: " + ", ".join(cells))
     if args.json:
         with open(args.json, "w") as f:
