@@ -124,6 +124,8 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     path = resolve_model_path(cfg.model)
     hf_config = load_hf_config(path, cfg.trust_remote_code)
     device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.cpu_threads is not None:
+        torch.set_num_threads(cfg.cpu_threads)  # process-wide: torch has one intra-op pool
     dtype = resolve_dtype(cfg.dtype, hf_config, device)
     check_model(cfg, path, hf_config, device, dtype)  # sizes, weight files, memory: before allocating
     tok = Tokenizer(resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path, cfg.trust_remote_code)

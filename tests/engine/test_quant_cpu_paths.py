@@ -112,3 +112,14 @@ def test_untied_lm_head_in_8_bits_streamed_and_from_the_cache(tiny_checkpoint, t
     assert [o.token_ids for o in warm.generate(prompts, sp)] == [o.token_ids for o in cold.generate(prompts, sp)]
     dense = LLM(path, quant_lm_head="dense", **kw)
     assert type(dense.runner.model.lm_head) is torch.nn.Linear and dense.load_report["quantization"]["lm_head"] is None
+
+
+def test_cpu_threads_setting(tiny_checkpoint):
+    before = torch.get_num_threads()
+    try:
+        LLM(str(tiny_checkpoint("tiny")), device="cpu", cpu_threads=1, block_size=4)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="cpu_threads"):
+        LLM(str(tiny_checkpoint("tiny")), device="cpu", cpu_threads=0)

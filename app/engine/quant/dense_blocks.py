@@ -7,9 +7,9 @@ block of rows (about BLOCK_ELEMS weights, a few MB that stay in cache) is dequan
 multiplied right away into its slice of the output. Same values as dequantize + F.linear (the
 same per-row arithmetic; the tests compare them).
 
-Measured (benchmarks/cpu_decode.py and /tmp-style micro-benchmarks, 1 thread, 2-core loaded VM,
-torch 2.13, 1536 -> 17920 int4 weight): M=271 104 ms blocked vs 154 ms whole-weight dequantize
-(int4 kernel: 133 ms); M=64 52 vs 131 ms.
+Measured (a micro-benchmark of one Int4Linear, 1 thread, the 2-core VM loaded by other jobs,
+torch 2.13, the 1536 -> 17920 gate|up weight of Qwen2.5-Coder-1.5B): M=271 104 ms blocked vs
+154 ms whole-weight dequantize + matmul (packed int4 kernel: 133 ms); M=64 52 vs 131 ms.
 """
 from __future__ import annotations
 

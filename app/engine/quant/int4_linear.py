@@ -2,9 +2,11 @@
 
 forward(x) with M = number of rows of x:
 - M < dense_min_m (or dense_min_m None): the packed int4 kernel (activations cast to the kernel
-  dtype: bf16 on CUDA, cfg.cpu_compute_dtype on CPU; output cast back to x's dtype).
+  dtype: bf16 on CUDA, cfg.cpu_compute_dtype on CPU; output cast back to x's dtype, unless
+  keep_kernel_dtype is set: chain.py).
 - M >= dense_min_m: dequantize the weight to the same kernel dtype and run F.linear (the packed
-  kernels slow down at large M; a dense matmul does not).
+  kernels slow down at large M; a dense matmul does not), on the CPU a block of rows at a time
+  (dense_blocks.py).
 reference_forward(x): dequantize in float32 + F.linear — the obviously correct path tests compare to.
 
 Build it on the device it will run on: the packed layout is device-specific, so moving the
