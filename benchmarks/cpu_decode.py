@@ -46,7 +46,8 @@ def engine(path: str, fmt: str, args):
 
     quant = fmt if fmt in ("4bit", "8bit") else None
     dtype = "bfloat16" if fmt == "bf16" else "float32"
-    return LLM(path, device="cpu", quantization=quant, dtype=dtype, max_num_seqs=max(args.batch),
+    extra = {"quant_lm_head": args.lm_head} if args.lm_head != "auto" else {}  # (older checkouts lack it)
+    return LLM(path, device="cpu", quantization=quant, dtype=dtype, max_num_seqs=max(args.batch), **extra,
                kv_cache_memory_gb=args.kv_gb, max_model_len=args.prompt_len + 3 * args.steps + 64,
                quant_cache_dir=args.quant_cache, enable_compilation=args.compile)
 
@@ -163,6 +164,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--kv-gb", type=float, default=0.25)
     ap.add_argument("--quant-cache", default="", help="quantized-weights cache dir ('' = none)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--lm-head", default="auto", help="EngineConfig.quant_lm_head (auto | 8bit | dense)")
     ap.add_argument("--compile", action="store_true", help="EngineConfig.enable_compilation (app/engine/compile.py)")
     ap.add_argument("--code", help="import app from this checkout (--code=DIR)")
     ap.add_argument("--json")
