@@ -191,10 +191,7 @@ class _Feed:
                 continue
             if ours in self.heads and suffix == "weight":
                 if not self.skip_quantized:
-                    new = quantize_head(tensor.to(self.device, self.heads[ours]), self.device, self.cfg)
-                    _set_module(self.model, ours, new)
-                    self.to_write[ours] = module_state(new)[0]
-                    self.heads_done.add(ours)
+                    self._finish_head(ours, tensor)
                 release()
                 continue
             if ours in self.targets and suffix in ("weight", "bias"):
@@ -230,6 +227,17 @@ class _Feed:
                 release()
         del self.pending[name]
         self.loaded |= _loaded_names(name, n_parts, mod.bias is not None)
+        trim_heap()
+
+    def _finish_head(self, head: str, tensor: torch.Tensor) -> None:
+        """An untied LM head -> per-row int8 Int8Linear, quantized in row blocks (bounded temporaries:
+        Qwen2.5-Coder-7B's head is 2.2 GB in float32)."""
+        int8 = dataclasses.replace(self.cfg, format="8bit", hqq=False)
+        p = quantize_parts(int8, [(tensor, _noop)], None, self.heads[head], self.device)
+        new = quantize_head(None, self.device, self.cfg, quantized=(p["qweight"], p["scale"]))
+        _set_module(self.model, head, new)
+        self.to_write[head] = module_state(new)[0]
+        self.heads_done.add(head)
         trim_heap()
 
     def _finish_embedding(self, emb: str, tensor: torch.Tensor) -> None:

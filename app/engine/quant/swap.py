@@ -95,9 +95,10 @@ def head_info(shape) -> dict:
     return {"kind": "int8", "shape": list(shape)}
 
 
-def quantize_head(weight: torch.Tensor, device, cfg: QuantConfig) -> Int8Linear:
-    """An untied (V, H) LM head -> per-row int8 (the tied head's math, without the embedding)."""
-    q, s = quantize_int8(weight.to(device))
+def quantize_head(weight: torch.Tensor | None, device, cfg: QuantConfig, quantized=None) -> Int8Linear:
+    """An untied (V, H) LM head -> per-row int8 (the tied head's math, without the embedding);
+    quantized: (q, scale) already computed (the streamed load quantizes in row blocks)."""
+    q, s = quantized if quantized is not None else quantize_int8(weight.to(device))
     dense = default_dense_min_m(device, "8bit") if cfg.dense_min_m == "auto" else cfg.dense_min_m
     return Int8Linear(q, s, None, dense_min_m=dense, cpu_compute_dtype=cfg.cpu_dtype)
 
