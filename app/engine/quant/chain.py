@@ -35,12 +35,11 @@ def keep_kernel_dtype_(model: nn.Module, on: bool = True) -> int:
     decoder and HF's Llama/Qwen modules: elementwise ops, SDPA, and residual adds that promote).
     The LM head is left alone: logits stay in the model dtype's path (compute_logits casts anyway).
     """
-    from .int4_linear import Int4Linear
-    from .int8 import Int8Linear
-
     n = 0
     for name, m in model.named_modules():
-        cpu = isinstance(m, Int4Linear) and m.kdevice == "cpu" or isinstance(m, Int8Linear) and m.use_kernel
+        # Int4Linear / Int8Linear (by their attributes: they import this module) on their CPU kernel path
+        cpu = hasattr(m, "keep_kernel_dtype") and (getattr(m, "kdevice", None) == "cpu"
+                                                   or getattr(m, "use_kernel", False))
         if cpu and not name.endswith("lm_head"):
             m.keep_kernel_dtype = on
             n += 1

@@ -30,8 +30,8 @@ from .embedding import build_tied_int8, tied_8bit_wanted, tied_pairs
 from .prequantized import _materialize_params, _materialize_unquantized, _route
 from .state import module_from_state, module_state
 from .support import default_dense_min_m, supported_formats
-from .swap import (_build, _plan, _quantize, _set_module, head_info, int8_heads, open_cache, planned_info, quantize_head,
-                   tied_info, weight_bytes, write_cache)
+from .swap import (_build, _plan, _quantize, _set_module, head_info, int8_heads, open_cache, planned_info,
+                   quantize_head, tied_info, weight_bytes, write_cache)
 
 
 def _noop(lo: int | None = None, hi: int | None = None) -> None:
