@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.engine.quant import Fp8Linear, QuantConfig, quantize_model_, supported_formats  # noqa: E402
+from app.engine.quant.chain import keep_kernel_dtype_  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "models" / "docstring-13m"
 
@@ -135,6 +136,9 @@ def configurations(device) -> list[tuple[str, object]]:
         ("RTN fake-quant fp32 4bit g128", ("rtn", 4, 128)),
         ("4bit g128", QuantConfig(format="4bit", group_size=128)),
         ("4bit g128, tied embedding dense", QuantConfig(format="4bit", group_size=128, tied_embedding="dense")),
+        # what the engine runs on the CPU: bf16 kernel outputs kept between layers (quant/chain.py)
+        ("8bit, kept bf16 (engine CPU)", ("keep", QuantConfig(format="8bit"))),
+        ("4bit g128, kept bf16 (engine CPU)", ("keep", QuantConfig(format="4bit", group_size=128))),
         ("4bit g128 hqq", QuantConfig(format="4bit", group_size=128, hqq=True)),
         ("4bit g64", QuantConfig(format="4bit", group_size=64)),
     ]
@@ -182,6 +186,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads; 1 is much steadier on a shared 2-core machine")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", default=None, help="comma-separated substrings: run only configurations whose label has one")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -210,10 +215,15 @@ def main(argv=None):
     rows = {"reference (unquantized)": evaluate(ref, ref, samples, a.new_tokens)}
     rows["reference (unquantized)"]["weight_mb"] = None
     for label, cfg in configurations(device):
+        if a.only and not any(o in label for o in a.only.split(",")):
+            continue
         model = copy.deepcopy(ref)
         t0 = time.perf_counter()
         if cfg == "fp8-cpu":
             rep = fp8_swap_cpu(model)
+        elif isinstance(cfg, tuple) and cfg[0] == "keep":
+            rep = quantize_model_(model, cfg[1])
+            keep_kernel_dtype_(model)
         elif isinstance(cfg, tuple):
             rep = rtn_fake_quant_(model, cfg[1], cfg[2])
         else:

@@ -48,6 +48,16 @@ class EngineConfig:
     trust_remote_code: bool = False
     quantization: str | None = None
     quant_cache_dir: str | None = None  # None: ~/.cache/docgen-engine/quant; "": no cache
+    # The LM head (and the embedding, when tied to it) with 4bit/8bit weights: "auto" (per-row int8 on
+    # the CPU, dense on CUDA), "8bit" or "dense". 8 bits: a quarter of the fp32 memory (700 MB less on
+    # Qwen2.5-Coder-1.5B) and of the LM head's bytes read per token; costs 8bit ~0.8 points of
+    # teacher-forced agreement on docstring-13m, 4bit nothing measurable (BENCHMARKS.md, issue 14).
+    quant_lm_head: str = "auto"
+    # CPU: torch.set_num_threads(cpu_threads) when the engine is built (process-wide); None leaves
+    # torch's default (one thread per core). On a machine whose cores are busy with other work, fewer
+    # threads than cores avoids waiting at every op for a preempted thread: on the 2-core VM loaded by
+    # other jobs, 1 thread decoded cpu-31m at 4 bits ~100x faster than 2 (BENCHMARKS.md, issue 14).
+    cpu_threads: int | None = None
     kv_cache_dtype: str = "auto"
     # fp8 KV: a JSON file of per-layer scales (KVScales.save); None = calibrate at load on a fixed prompt
     kv_cache_scales: str | None = None
@@ -72,6 +82,10 @@ class EngineConfig:
             raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.kv_cache_dtype not in KV_DTYPES:
             raise ValueError(f"kv_cache_dtype must be one of {KV_DTYPES}, got {self.kv_cache_dtype!r}")
+        if self.cpu_threads is not None and (not isinstance(self.cpu_threads, int) or self.cpu_threads < 1):
+            raise ValueError(f"cpu_threads must be None or a positive integer, got {self.cpu_threads!r}")
+        if self.quant_lm_head not in ("auto", "8bit", "dense"):
+            raise ValueError(f"quant_lm_head must be 'auto', '8bit' or 'dense', got {self.quant_lm_head!r}")
         if self.kv_cache_scales is not None and self.kv_cache_dtype != "fp8":
             raise ValueError("kv_cache_scales is only used with kv_cache_dtype='fp8'")
         if self.kv_cache_memory_gb is not None and self.kv_cache_memory_gb <= 0:

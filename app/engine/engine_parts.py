@@ -74,6 +74,13 @@ def model_max_len(cfg: EngineConfig, hf_config) -> tuple[int, int]:
     return max_pos, min(cfg.max_model_len or max_pos, max_pos)
 
 
+def quant_config(cfg):
+    """The QuantConfig of a load-time quantization (the LM head choice covers a tied embedding too)."""
+    from .quant import QuantConfig
+
+    return QuantConfig(format=cfg.quantization, tied_embedding=cfg.quant_lm_head, lm_head=cfg.quant_lm_head)
+
+
 def quant_cache_dir(cfg: EngineConfig) -> Path | None:
     """Where quantized weights are cached between starts ("" turns the cache off)."""
     if cfg.quant_cache_dir is not None:

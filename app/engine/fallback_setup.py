@@ -13,7 +13,7 @@ import warnings
 import torch
 
 from .engine_parts import (EngineParts, RunnerCapabilities, allocate_kv_pool, model_max_len, quant_cache_dir,
-                           quant_cache_key)
+                           quant_cache_key, quant_config)
 from .fallback_runner import FallbackRunner
 from .load_report import LoadReport
 from .models.hf_fallback import build_fallback_model
@@ -50,9 +50,9 @@ def build_fallback_parts(cfg, path, hf_config, device: torch.device, dtype: torc
 
     model, files = build_fallback_model(cfg, path, hf_config, device, dtype)
     if cfg.quantization:
-        from .quant import QuantConfig, quantize_model_
+        from .quant import quantize_model_
 
-        q = quantize_model_(model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg),
+        q = quantize_model_(model, quant_config(cfg), cache_dir=quant_cache_dir(cfg),
                             cache_key=quant_cache_key(cfg, files, report.dtype))
         report.quantization = q
         if not report.quantization.quantized:

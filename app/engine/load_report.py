@@ -85,6 +85,7 @@ class QuantReport(_Record):
     skipped: dict[str, str] = field(default_factory=dict)  # module name -> why it stayed dense
     group_sizes: dict[str, int] = field(default_factory=dict)  # 4bit: module name -> group size
     tied_embedding: dict | None = None  # {"embedding", "head", "format"}: one shared 8-bit copy
+    lm_head: dict | None = None  # {"name", "format"}: an untied LM head stored 8-bit (CPU, quant_lm_head)
     cache: str | None = None  # quantized-weights cache: None (off) | "hit" | "miss"
     cache_path: str | None = None
     bytes_before: int | None = None  # weight_bytes of the whole model

@@ -71,11 +71,17 @@ def estimate_memory(cfg, hf_config, device: torch.device, dtype: torch.dtype, st
     n_config = config_params(hf_config)
     prequantized = getattr(hf_config, "quantization_config", None) is not None
     elem = torch.empty(0, dtype=dtype).element_size()
-    # Dense weights in the load dtype (load-time quantization starts from them); pre-quantized
-    # checkpoints are built as stored.
-    weights = stored.nbytes if prequantized and stored is not None else max(n_config, stored.numel if stored else 0) * elem
-    max_pos = int(getattr(c, "max_position_embeddings", None) or 4096)
     native = has_native_implementation(hf_config)
+    # Pre-quantized checkpoints are built as stored. Load-time quantization of a native model streams
+    # (setup._streams_quantization: not with LoRA adapters): the quantized model plus one layer in
+    # full precision. Otherwise dense weights in the load dtype (quantization, if any, starts from them).
+    if prequantized and stored is not None:
+        weights = stored.nbytes
+    elif cfg.quantization in ("4bit", "8bit") and native and not cfg.lora_path:
+        weights = streamed_quantized_bytes(c, cfg.quantization, elem, device, cfg.quant_lm_head)
+    else:
+        weights = max(n_config, stored.numel if stored else 0) * elem
+    max_pos = int(getattr(c, "max_position_embeddings", None) or 4096)
     rotary = 2 * max_pos * _dims(c)["d"] * 4 if native else 0  # fp32 cos and sin, one row per position
     kv_dtype = resolve_kv_dtype(cfg.kv_cache_dtype, dtype, native)
     per_token = kv_bytes_per_token(hf_config, kv_dtype)
@@ -88,6 +94,29 @@ def estimate_memory(cfg, hf_config, device: torch.device, dtype: torch.dtype, st
         kv = min(CPU_KV_CAP_BYTES, cfg.max_num_seqs * max_len * per_token + per_token * cfg.block_size)
     return MemoryEstimate(weights, rotary, kv, n_config, stored.numel if stored else None,
                           cfg.kv_cache_memory_gb is not None)
+
+
+# Bytes per weight of a quantized Linear: int4 nibbles plus a bf16 scale and zero per group of 128
+# (quant/int4.py); int8 plus one scale per row (negligible).
+QUANT_BYTES_PER_WEIGHT = {"4bit": 0.5 + 4 / 128, "8bit": 1.0}
+
+
+def streamed_quantized_bytes(c, fmt: str, elem: int, device: torch.device, head_setting: str = "auto") -> int:
+    """Peak weight bytes of a load that quantizes while streaming (quant/stream.py): every decoder
+    Linear quantized; the LM head (with the embedding, when tied) in 8 bits or dense (EngineConfig.
+    quant_lm_head, quant/embedding.py), an untied embedding dense, norms dense;
+    plus the largest fused layer (gate|up) in the load dtype and its float32 quantization temporaries."""
+    from .quant.embedding import tied_8bit_wanted
+
+    m = _dims(c)
+    h, d = m["h"], m["d"]
+    linear = m["layers"] * (h * m["heads"] * d * 2 + 2 * h * m["kv"] * d + 3 * h * m["inter"])
+    tied = bool(getattr(c, "tie_word_embeddings", True))
+    embed = m["vocab"] * h
+    head8 = tied_8bit_wanted(head_setting, device)  # tied pair or untied head in per-row int8
+    embed_bytes = embed * (1 if head8 else elem) if tied else embed * (elem + (1 if head8 else elem))
+    transient = 2 * m["inter"] * h * (elem + 3 * 4)
+    return int(linear * QUANT_BYTES_PER_WEIGHT[fmt]) + embed_bytes + m["layers"] * 2 * h * elem + transient
 
 
 def available_bytes(device: torch.device) -> int | None:

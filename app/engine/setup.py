@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 from .attention.backend import load_backend
 from .config import EngineConfig
 from .cpu_kv import cpu_kv_dtype
-from .engine_parts import EngineParts, allocate_kv_pool, model_max_len, quant_cache_dir, quant_cache_key
+from .engine_parts import EngineParts, allocate_kv_pool, model_max_len, quant_cache_dir, quant_cache_key, quant_config
 from .errors import UnsupportedFeature
 from .load_meter import LoadMeter
 from .kv_cache_spec import KVCacheSpec, calibrated, kv_cache_spec
@@ -99,7 +99,6 @@ def build_streamed_quantized_model(cfg: EngineConfig, path, hf_config, device, d
     quantized as its tensors stream in from the memory-mapped checkpoint (or mapped from the cache).
     -> (model, files, quantization report)."""
     from .loader import checkpoint_fingerprint, iter_mapped_weights
-    from .quant import QuantConfig
     from .quant.stream import load_streaming
 
     files = weight_files(path, cfg.allow_pickle)
@@ -112,7 +111,7 @@ def build_streamed_quantized_model(cfg: EngineConfig, path, hf_config, device, d
         torch.set_default_dtype(prev)
     # The key covers everything the quantized tensors depend on: checkpoint and dtype.
     key = f"{checkpoint_fingerprint(files)}-{str(dtype).replace('torch.', '')}"
-    loaded, report = load_streaming(model, iter_mapped_weights(files), QuantConfig(format=cfg.quantization), device,
+    loaded, report = load_streaming(model, iter_mapped_weights(files), quant_config(cfg), device,
                                     hf_config, cache_dir=quant_cache_dir(cfg), cache_key=key)
     missing = model.expected_weights() - loaded
     if missing:
@@ -125,6 +124,8 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
     path = resolve_model_path(cfg.model)
     hf_config = load_hf_config(path, cfg.trust_remote_code)
     device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.cpu_threads is not None:
+        torch.set_num_threads(cfg.cpu_threads)  # process-wide: torch has one intra-op pool
     dtype = resolve_dtype(cfg.dtype, hf_config, device)
     check_model(cfg, path, hf_config, device, dtype)  # sizes, weight files, memory: before allocating
     tok = Tokenizer(resolve_model_path(cfg.tokenizer) if cfg.tokenizer else path, cfg.trust_remote_code)
@@ -155,14 +156,18 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
 
         report.quantization = prequantized_report(prequant, model)
     elif cfg.quantization and not streamed:  # LoRA: merged dense, then quantized
-        from .quant import QuantConfig, quantize_model_
+        from .quant import quantize_model_
 
         key = quant_cache_key(cfg, files, report.dtype)
         try:
             report.quantization = quantize_model_(
-                model, QuantConfig(format=cfg.quantization), cache_dir=quant_cache_dir(cfg), cache_key=key)
+                model, quant_config(cfg), cache_dir=quant_cache_dir(cfg), cache_key=key)
         except Exception as e:  # noqa: BLE001 - any failure of this optional transform is reported by name
             _optional_failed(cfg, report, "quantization", e, intact=not _any_quantized(model))
+    if device.type == "cpu" and _any_quantized(model):
+        from .quant.chain import keep_kernel_dtype_
+
+        keep_kernel_dtype_(model)  # bf16 kernel outputs flow on: fewer dtype conversions per step (quant/chain.py)
     report.load = load.done(model)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     backend = _backend_name(cfg, device)

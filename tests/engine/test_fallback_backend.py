@@ -130,7 +130,8 @@ def test_quantization_swaps_the_transformers_linears(tiny_checkpoint, monkeypatc
     path = tiny_checkpoint("tiny-phi3")
     llm, _ = load(path, quantization="8bit")
     q = llm.load_report.quantization
-    assert q.quantized and all(".self_attn." in n or ".mlp." in n for n in q.quantized)
+    # the layers, and on the CPU the untied LM head in 8 bits (EngineConfig.quant_lm_head)
+    assert q.quantized and all(".self_attn." in n or ".mlp." in n or n.endswith("lm_head") for n in q.quantized)
     assert sum(isinstance(m, Int8Linear) for m in llm.runner.model.modules()) == len(q.quantized)
     prompts, sp = shared_prefix_prompts(n=2), SamplingParams(max_tokens=8, ignore_eos=True)
     with warnings.catch_warnings():

@@ -78,7 +78,7 @@ def test_bytes_and_skip_patterns():
     model = Tiny(tied=False)
     before = weight_bytes(model)
     rep = quantize_model_(model, QuantConfig(format="4bit", group_size=64, skip=("lm_head", "down_proj"),
-                                             dense_min_m=None))
+                                             dense_min_m=None, lm_head="dense"))  # (CPU default: head in 8 bits)
     assert rep["skipped"]["lm_head"].startswith("matches skip pattern")
     assert "model.layers.0.mlp.down_proj" in rep["skipped"]
     assert len(rep["quantized"]) == 6

@@ -29,6 +29,9 @@ class QuantConfig:
         None = always use the packed kernel (on CUDA int4 this also drops a second weight copy).
     cpu_compute_dtype: activation dtype fed to the CPU int4/int8 kernels ("bfloat16" is the fast
         path on CPUs with AVX512-BF16/AMX; "float32" is exact but the kernel is slow).
+    tied_embedding: a tied embedding / LM head stored once in per-row int8 ("8bit"), left dense
+        ("dense"), or "auto" (8 bits on the CPU, dense on CUDA) - quant/embedding.py.
+    lm_head: the same choice for an untied LM head (which `skip` keeps out of the 4/8-bit layers).
     """
 
     format: str | None = None
@@ -39,6 +42,7 @@ class QuantConfig:
     dense_min_m: int | str | None = "auto"
     cpu_compute_dtype: str = "bfloat16"
     tied_embedding: str = "auto"
+    lm_head: str = "auto"
 
     def __post_init__(self) -> None:
         if self.format is not None and self.format not in FORMATS:
@@ -55,8 +59,9 @@ class QuantConfig:
             raise ValueError(f"dense_min_m must be 'auto', None or an int >= 1, got {self.dense_min_m!r}")
         if self.cpu_compute_dtype not in _DTYPES:
             raise ValueError(f"cpu_compute_dtype must be one of {sorted(_DTYPES)}, got {self.cpu_compute_dtype!r}")
-        if self.tied_embedding not in ("auto", "8bit", "dense"):
-            raise ValueError(f"tied_embedding must be 'auto', '8bit' or 'dense', got {self.tied_embedding!r}")
+        for name in ("tied_embedding", "lm_head"):
+            if getattr(self, name) not in ("auto", "8bit", "dense"):
+                raise ValueError(f"{name} must be 'auto', '8bit' or 'dense', got {getattr(self, name)!r}")
         if self.hqq_iters < 1:
             raise ValueError(f"hqq_iters must be >= 1, got {self.hqq_iters}")
 

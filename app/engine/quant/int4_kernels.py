@@ -77,17 +77,23 @@ def unpack_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     blocks of 64 rows, each stored k-major as (K, 32) bytes with byte j = q[j] | q[j + 32] << 4;
     a last block of the remaining r < 64 rows is stored (K, r/2) with byte j = q[2j] | q[2j+1] << 4.
     """
-    flat = packed.reshape(-1)
     n64 = n - n % 64
-    v = flat[: n64 * k // 2].reshape(n64 // 64, k, 32)  # (blocks, K, 32) bytes
+    out = unpack_cpu_rows(packed, k, 0, n64)
+    return out if n64 == n else torch.cat([out, unpack_cpu_tail(packed, n, k)], dim=0)
+
+
+def unpack_cpu_tail(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """The last n % 64 rows of the CPU layout -> (n % 64, K) uint8."""
+    n64, r = n - n % 64, n % 64
+    t = packed.reshape(-1)[n64 * k // 2:].reshape(k, r // 2)  # (K, r/2): rows 2j and 2j + 1
+    return torch.stack([t & 0xF, t >> 4], dim=-1).reshape(k, r).t()
+
+
+def unpack_cpu_rows(packed: torch.Tensor, k: int, r0: int, r1: int) -> torch.Tensor:
+    """Rows r0:r1 (multiples of 64, within the full 64-row blocks) of the CPU layout -> (r1 - r0, K) uint8."""
+    v = packed.reshape(-1)[r0 * k // 2: r1 * k // 2].reshape((r1 - r0) // 64, k, 32)  # (blocks, K, 32) bytes
     full = torch.cat([v & 0xF, v >> 4], dim=-1)  # (blocks, K, 64): rows j and j + 32
-    out = full.permute(0, 2, 1).reshape(n64, k)
-    if n64 == n:
-        return out
-    r = n - n64
-    t = flat[n64 * k // 2 :].reshape(k, r // 2)  # (K, r/2): rows 2j and 2j + 1
-    tail = torch.stack([t & 0xF, t >> 4], dim=-1).reshape(k, r).t()
-    return torch.cat([out, tail], dim=0)
+    return full.permute(0, 2, 1).reshape(r1 - r0, k)
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,9 +2,11 @@
 
 forward(x) with M = number of rows of x:
 - M < dense_min_m (or dense_min_m None): the packed int4 kernel (activations cast to the kernel
-  dtype: bf16 on CUDA, cfg.cpu_compute_dtype on CPU; output cast back to x's dtype).
+  dtype: bf16 on CUDA, cfg.cpu_compute_dtype on CPU; output cast back to x's dtype, unless
+  keep_kernel_dtype is set: chain.py).
 - M >= dense_min_m: dequantize the weight to the same kernel dtype and run F.linear (the packed
-  kernels slow down at large M; a dense matmul does not).
+  kernels slow down at large M; a dense matmul does not), on the CPU a block of rows at a time
+  (dense_blocks.py).
 reference_forward(x): dequantize in float32 + F.linear — the obviously correct path tests compare to.
 
 Build it on the device it will run on: the packed layout is device-specific, so moving the
@@ -23,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import int4_kernels as K
+from .chain import finish_output
+from .dense_blocks import block_rows, blocked_linear
 from .int4 import Int4Weights, dequantize_int4, pack_nibbles, quantize_int4, unpack_nibbles
 
 
@@ -52,6 +56,7 @@ class Int4Linear(nn.Module):
         self.in_features, self.out_features, self.group_size = k, n, group_size
         self.dense_min_m = dense_min_m
         self.kdtype = kdtype
+        self.keep_kernel_dtype = False  # see keep_kernel_dtype_ (quant/chain.py)
         self.kdevice = device.type  # the packed layout below is only valid on this device type
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", sz)
@@ -111,14 +116,27 @@ class Int4Linear(nn.Module):
         except RuntimeError:
             return K.dequantize_via_kernel(self.packed, sz, self.group_size, self.out_features,
                                            self.in_features, dtype, sz.device)
-        n, k, g = self.out_features, self.in_features, self.group_size
-        p = sz.to(torch.float32).permute(1, 0, 2)  # (N, G, 2), small
+        return self._affine(q, 0, self.out_features, dtype)
+
+    def _affine(self, q: torch.Tensor, r0: int, r1: int, dtype: torch.dtype) -> torch.Tensor:
+        """Levels q (r1 - r0, K) uint8 of rows r0:r1 -> their weights in `dtype`."""
+        rows, k, g = r1 - r0, self.in_features, self.group_size
+        p = self.scales_and_zeros[:, r0:r1].to(torch.float32).permute(1, 0, 2)  # (rows, G, 2), small
         scale = p[..., :1]
-        base = p[..., 1:] - 8.0 * scale  # (N, G, 1): the value of level 0
+        base = p[..., 1:] - 8.0 * scale  # (rows, G, 1): the value of level 0
         # in place: fresh multi-MB allocations (page faults) cost more than the arithmetic on CPU
-        w = q.to(dtype).reshape(n, k // g, g)
+        w = q.to(dtype).reshape(rows, k // g, g)
         w.mul_(scale.to(dtype)).add_(base.to(dtype))
-        return w.reshape(n, k)
+        return w.reshape(rows, k)
+
+    def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (M, K) in the kernel dtype -> (M, N): dequantize + matmul a block of rows at a time
+        (dense_blocks.py) where the CPU layout can be read by rows, else the whole weight at once."""
+        n, k = self.out_features, self.in_features
+        if self.packed.device.type != "cpu" or self.qweight is not None or not K.cpu_layout_known() or n % 64:
+            return F.linear(x, self.dequantize_weight(x.dtype))
+        return blocked_linear(x, n, block_rows(k),
+                              lambda r0, r1: self._affine(K.unpack_cpu_rows(self.packed, k, r0, r1), r0, r1, x.dtype))
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Independent of the kernels and of dequantize_weight: the levels through dequantize_int4."""
@@ -138,13 +156,10 @@ class Int4Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
             # dense in the kernel dtype too: on CPUs with AMX a bf16 matmul is several times an fp32 one
-            y = F.linear(x2.to(self.kdtype), self.dequantize_weight(self.kdtype))
+            y = self._dense_forward(x2.to(self.kdtype))
         else:
             y = K.int4_mm(x2.to(self.kdtype).contiguous(), self.packed, self.group_size, self.scales_and_zeros)
-        y = y.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
-        return y.reshape(*lead, self.out_features)
+        return finish_output(y, self.bias, x.dtype, self.keep_kernel_dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .chain import finish_output
+from .dense_blocks import block_rows, blocked_linear
 from .int4 import _scale_candidates
 
 
@@ -61,6 +63,7 @@ class Int8Linear(nn.Module):
         self.use_kernel = dev.type == "cpu"
         self.dense_min_m = dense_min_m
         self.kdtype = cpu_compute_dtype if self.use_kernel else torch.float32
+        self.keep_kernel_dtype = False  # see keep_kernel_dtype_ (quant/chain.py); CPU kernel path only
         self.register_buffer("qweight", _aligned(qweight))
         self.register_buffer("scale", _aligned(scale.to(dev, self.kdtype if self.use_kernel else torch.float32)))
         self.bias = nn.Parameter(bias.detach().to(dev), requires_grad=False) if bias is not None else None
@@ -84,13 +87,12 @@ class Int8Linear(nn.Module):
         if not self.use_kernel:  # CUDA: dequantize + matmul in the model's dtype
             return F.linear(x, self.dequantize_weight(x.dtype), self.bias)
         if self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
-            y = F.linear(x2.to(self.kdtype), self.dequantize_weight(self.kdtype))  # bf16 uses AMX where present
+            # bf16 uses AMX where present; a block of rows dequantized at a time (dense_blocks.py)
+            y = blocked_linear(x2.to(self.kdtype), self.out_features, block_rows(self.in_features),
+                               lambda r0, r1: self.qweight[r0:r1].to(self.kdtype).mul_(self.scale[r0:r1, None]))
         else:
             y = torch.ops.aten._weight_int8pack_mm(x2.to(self.kdtype).contiguous(), self.qweight, self.scale)
-        y = y.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
-        return y.reshape(*lead, self.out_features)
+        return finish_output(y, self.bias, x.dtype, self.keep_kernel_dtype).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         path = "int8pack_mm" if self.use_kernel else "dequant+F.linear"

@@ -30,7 +30,8 @@ from .embedding import build_tied_int8, tied_8bit_wanted, tied_pairs
 from .prequantized import _materialize_params, _materialize_unquantized, _route
 from .state import module_from_state, module_state
 from .support import default_dense_min_m, supported_formats
-from .swap import _build, _plan, _quantize, _set_module, open_cache, planned_info, tied_info, weight_bytes, write_cache
+from .swap import (_build, _plan, _quantize, _set_module, head_info, int8_heads, open_cache, planned_info,
+                   quantize_head, tied_info, weight_bytes, write_cache)
 
 
 def _noop(lo: int | None = None, hi: int | None = None) -> None:
@@ -62,11 +63,20 @@ def load_streaming(model: nn.Module, weights, cfg: QuantConfig, device, hf_confi
     infos = {name: planned_info(cfg, m, g) for name, m, g in targets}
     for emb, head in pairs:
         infos[head] = tied_info(emb, model.get_submodule(head).weight.shape)
+    heads = {h: model.get_submodule(h).weight.dtype for h in int8_heads(model, cfg, device)}  # untied, 8 bits
+    for head in heads:
+        infos[head] = head_info(model.get_submodule(head).weight.shape)
     report = {"format": cfg.format, "quantized": [n for n, _, _ in targets], "skipped": skipped,
               "group_sizes": {n: g for n, _, g in targets if g is not None}, "cache": None, "cache_path": None,
-              "tied_embedding": None, "streamed": True}
+              "tied_embedding": None, "lm_head": None, "streamed": True}
     dense_bytes = sum(m.weight.numel() * m.weight.element_size() for _, m, _ in targets)
-    path, identity, cached = open_cache(cfg, cache_dir, cache_key, device, bool(pairs), infos, report)
+    path, identity, cached = open_cache(cfg, cache_dir, cache_key, device, bool(pairs), infos, report, bool(heads))
+    for head in heads:
+        w = model.get_submodule(head).weight
+        dense_bytes += w.numel() * w.element_size()
+        skipped.pop(head, None)
+        report["quantized"].append(head)
+        report["lm_head"] = {"name": head, "format": "8bit"}
 
     embeds = {}  # embedding name -> (head name, head bias, dtype) for 8-bit tied pairs
     for emb, head in pairs:
@@ -79,7 +89,8 @@ def load_streaming(model: nn.Module, weights, cfg: QuantConfig, device, hf_confi
     _materialize_unquantized(model, hf_config, device)
     target_names = {n for n, _, _ in targets}
     for name, mod in model.named_modules():  # Linears left dense (skip patterns, shapes) get memory
-        if type(mod) is nn.Linear and name not in target_names and name not in {h for h, _, _ in embeds.values()}:
+        if type(mod) is nn.Linear and name not in target_names | heads.keys() and name not in {
+                h for h, _, _ in embeds.values()}:
             _materialize_params(mod, device, {})
 
     to_write: dict[str, dict[str, torch.Tensor]] = {}
@@ -92,7 +103,10 @@ def load_streaming(model: nn.Module, weights, cfg: QuantConfig, device, hf_confi
             e_new, h_new = module_from_state(cached[head], infos[head], device, cfg, dtype)
             _set_module(model, emb, e_new)
             _set_module(model, head, h_new)
-    feed = _Feed(model, targets, embeds, cfg, device, skip_quantized=cached is not None, to_write=to_write)
+        for head, dtype in heads.items():
+            _set_module(model, head, module_from_state(cached[head], infos[head], device, cfg, dtype))
+    feed = _Feed(model, targets, embeds, cfg, device, skip_quantized=cached is not None, to_write=to_write,
+                 heads=heads)
     loaded |= model.load_weights(feed.others(weights))
     loaded |= feed.loaded
     if feed.pending:
@@ -100,6 +114,9 @@ def load_streaming(model: nn.Module, weights, cfg: QuantConfig, device, hf_confi
                          f"{ {n: sorted(p) for n, p in list(feed.pending.items())[:4]} }")
     if cached is None and embeds and not feed.embeds_done:
         raise ValueError(f"checkpoint lacks the embedding {sorted(embeds)}")
+    if cached is None and heads.keys() - feed.heads_done:
+        raise ValueError(f"checkpoint lacks the LM head {sorted(heads.keys() - feed.heads_done)}")
+    loaded |= {f"{h}.weight" for h in heads}
     if cache_dir is not None and cached is None:
         write_cache(path, identity, to_write, infos)
     left = [n for n, x in list(model.named_parameters()) + list(model.named_buffers()) if x.is_meta]
@@ -153,13 +170,14 @@ class _Feed:
     """Routes the checkpoint stream: quantized modules' tensors are buffered and quantized per module,
     the rest flows on to model.load_weights (file pages dropped once each tensor is consumed)."""
 
-    def __init__(self, model, targets, embeds, cfg, device, *, skip_quantized: bool, to_write: dict):
+    def __init__(self, model, targets, embeds, cfg, device, *, skip_quantized: bool, to_write: dict, heads: dict):
         self.model, self.cfg, self.device = model, cfg, device
         self.targets = {n: (m, g, len(_parts_of(model, n))) for n, m, g in targets}
         self.embeds, self.skip_quantized, self.to_write = embeds, skip_quantized, to_write
         self.pending: dict[str, dict[int, dict[str, tuple]]] = {}
         self.loaded: set[str] = set()
         self.embeds_done: set[str] = set()
+        self.heads, self.heads_done = heads, set()  # untied LM heads stored in 8 bits: name -> dtype
         self.packed = getattr(model, "PACKED", {})
 
     def others(self, weights):
@@ -169,6 +187,11 @@ class _Feed:
             if prefix in self.embeds and suffix == "weight":
                 if not self.skip_quantized:
                     self._finish_embedding(prefix, tensor)
+                release()
+                continue
+            if ours in self.heads and suffix == "weight":
+                if not self.skip_quantized:
+                    self._finish_head(ours, tensor)
                 release()
                 continue
             if ours in self.targets and suffix in ("weight", "bias"):
@@ -204,6 +227,17 @@ class _Feed:
                 release()
         del self.pending[name]
         self.loaded |= _loaded_names(name, n_parts, mod.bias is not None)
+        trim_heap()
+
+    def _finish_head(self, head: str, tensor: torch.Tensor) -> None:
+        """An untied LM head -> per-row int8 Int8Linear, quantized in row blocks (bounded temporaries:
+        Qwen2.5-Coder-7B's head is 2.2 GB in float32)."""
+        int8 = dataclasses.replace(self.cfg, format="8bit", hqq=False)
+        p = quantize_parts(int8, [(tensor, _noop)], None, self.heads[head], self.device)
+        new = quantize_head(None, self.device, self.cfg, quantized=(p["qweight"], p["scale"]))
+        _set_module(self.model, head, new)
+        self.to_write[head] = module_state(new)[0]
+        self.heads_done.add(head)
         trim_heap()
 
     def _finish_embedding(self, emb: str, tensor: torch.Tensor) -> None:

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from .cache import cache_identity, cache_path, read_cache, write_cache
 from .config import QuantConfig
-from .embedding import build_tied_int8, tied_8bit_wanted, tied_pairs
+from .embedding import build_tied_int8, tied_8bit_wanted, tied_pairs, untied_heads
 from .fp8 import Fp8Linear, fp8_shape_problem, quantize_rowwise_fp8
 from .int4 import Int4Weights, pick_group_size, quantize_int4
 from .int4_kernels import shape_problem as int4_shape_problem
@@ -86,13 +86,33 @@ def tied_info(embed_name: str, shape) -> dict:
     return {"kind": "int8-tied", "embedding": embed_name, "shape": list(shape)}
 
 
-def open_cache(cfg: QuantConfig, cache_dir, cache_key, device, tied8: bool, infos: dict, report: dict):
+def int8_heads(model: nn.Module, cfg: QuantConfig, device) -> list[str]:
+    """The untied LM heads to store in 8 bits on this device (embedding.untied_heads, cfg.lm_head)."""
+    return untied_heads(model, cfg) if tied_8bit_wanted(cfg.lm_head, device) else []
+
+
+def head_info(shape) -> dict:
+    return {"kind": "int8", "shape": list(shape)}
+
+
+def quantize_head(weight: torch.Tensor | None, device, cfg: QuantConfig, quantized=None) -> Int8Linear:
+    """An untied (V, H) LM head -> per-row int8 (the tied head's math, without the embedding);
+    quantized: (q, scale) already computed (the streamed load quantizes in row blocks)."""
+    q, s = quantized if quantized is not None else quantize_int8(weight.to(device))
+    dense = default_dense_min_m(device, "8bit") if cfg.dense_min_m == "auto" else cfg.dense_min_m
+    return Int8Linear(q, s, None, dense_min_m=dense, cpu_compute_dtype=cfg.cpu_dtype)
+
+
+def open_cache(cfg: QuantConfig, cache_dir, cache_key, device, tied8: bool, infos: dict, report: dict,
+               head8: bool = False):
     """-> (path, identity, cached payloads or None); fills report["cache"/"cache_path"]."""
     if cache_dir is None:
         return None, None, None
     if not cache_key:
         raise ValueError("cache_dir needs cache_key: pass a fingerprint of the checkpoint (e.g. a hash of its files)")
     fields = {**cfg.cache_fields(), "layout": layout_tag(device, cfg), "tied_embedding": "8bit" if tied8 else "dense"}
+    if head8:  # only when there is one: caches of models without an untied head keep their identity
+        fields["lm_head"] = "8bit"
     identity = cache_identity(cache_key, fields, cfg.skip)
     path = cache_path(cache_dir, identity)
     cached = read_cache(path, identity)
@@ -141,6 +161,7 @@ def quantize_model_(model: nn.Module, cfg: QuantConfig, *, cache_dir=None, cache
     """Swap the model's nn.Linear modules for quantized ones in place; returns a report:
     {format, quantized: [names], skipped: {name: reason}, group_sizes: {name: g} (4bit),
      tied_embedding: None | {"embedding", "head", "format"} (the tied pair, not in quantized/skipped),
+     lm_head: None | {"name", "format": "8bit"} (an untied head stored in 8 bits, listed in quantized),
      bytes_before, bytes_after (weight_bytes of the whole model), cache: None|"hit"|"miss", cache_path, seconds}.
 
     cache_dir + cache_key (a fingerprint of the checkpoint, e.g. hashes of its files): quantized
@@ -150,7 +171,7 @@ def quantize_model_(model: nn.Module, cfg: QuantConfig, *, cache_dir=None, cache
     """
     t0 = time.perf_counter()
     report = {"format": cfg.format, "quantized": [], "skipped": {}, "group_sizes": {}, "cache": None,
-              "cache_path": None, "tied_embedding": None, "bytes_before": weight_bytes(model)}
+              "cache_path": None, "tied_embedding": None, "lm_head": None, "bytes_before": weight_bytes(model)}
     if cfg.format is None:
         report.update(bytes_after=report["bytes_before"], seconds=0.0)
         return report
@@ -166,7 +187,10 @@ def quantize_model_(model: nn.Module, cfg: QuantConfig, *, cache_dir=None, cache
     infos = {name: planned_info(cfg, m, g) for name, m, g in targets}
     for emb, head in pairs:
         infos[head] = tied_info(emb, model.get_submodule(head).weight.shape)
-    path, identity, cached = open_cache(cfg, cache_dir, cache_key, device, bool(pairs), infos, report)
+    heads = int8_heads(model, cfg, device)
+    for head in heads:
+        infos[head] = head_info(model.get_submodule(head).weight.shape)
+    path, identity, cached = open_cache(cfg, cache_dir, cache_key, device, bool(pairs), infos, report, bool(heads))
 
     to_write: dict[str, dict[str, torch.Tensor]] = {}
     targets.reverse()
@@ -194,6 +218,15 @@ def quantize_model_(model: nn.Module, cfg: QuantConfig, *, cache_dir=None, cache
         to_write[head] = module_state(h_new)[0]
         skipped.pop(head, None)
         report["tied_embedding"] = {"embedding": emb, "head": head, "format": "8bit"}
+    for head in heads:
+        h = model.get_submodule(head)
+        new = (module_from_state(cached[head], infos[head], device, cfg, h.weight.dtype) if cached is not None
+               else quantize_head(h.weight.detach(), device, cfg))
+        _set_module(model, head, new)
+        to_write[head] = module_state(new)[0]
+        skipped.pop(head, None)
+        report["quantized"].append(head)
+        report["lm_head"] = {"name": head, "format": "8bit"}
     if cache_dir is not None and cached is None:
         write_cache(path, identity, to_write, infos)
     report["skipped"] = skipped
