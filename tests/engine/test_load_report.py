@@ -45,7 +45,7 @@ def test_nested_reports_keep_their_json_shape():
     """The dicts the quantizer and compile step wrote are what as_dict() writes back (the reports
     and benchmarks' JSON): None-valued keys kept, the optional `streamed`/`prequantized` absent."""
     q = {"format": "4bit", "quantized": ["l0"], "skipped": {"lm_head": "tied"}, "group_sizes": {"l0": 32},
-         "cache": None, "cache_path": None, "tied_embedding": None, "bytes_before": 10, "bytes_after": 4,
+         "cache": None, "cache_path": None, "tied_embedding": None, "lm_head": None, "bytes_before": 10, "bytes_after": 4,
          "seconds": 0.5}
     assert QuantReport.from_dict(q).as_dict() == q
     assert QuantReport.from_dict({**q, "streamed": True}).as_dict() == {**q, "streamed": True}
