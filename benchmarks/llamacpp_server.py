@@ -4,7 +4,9 @@ llama.cpp is never a dependency of the project. The benchmark finds it through e
 variables (how to build it: BENCHMARKS.md, "CPU: side by side with llama.cpp"):
 - LLAMA_CPP_DIR: llama.cpp's source folder (holds convert_hf_to_gguf.py and gguf-py/);
 - LLAMA_CPP_BIN (optional): the folder with llama-server and llama-quantize; default
-  $LLAMA_CPP_DIR/build/bin.
+  $LLAMA_CPP_DIR/build/bin;
+- LLAMA_CPP_PYTHON (optional): the Python that runs the converter (it needs torch, transformers,
+  numpy, safetensors and sentencepiece); default the running interpreter.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class LlamaCpp:
     src: Path  # source folder: convert_hf_to_gguf.py, gguf-py/
     server: Path  # llama-server binary
     quantize: Path  # llama-quantize binary
+    python: str  # runs convert_hf_to_gguf.py
 
 
 _HOW = "build it as BENCHMARKS.md says (section 'CPU: side by side with llama.cpp')"
@@ -55,7 +58,10 @@ def find_llama_cpp(env: Mapping[str, str] | None = None) -> LlamaCpp:
             raise LlamaCppMissing(f"{path} not found or not executable: set LLAMA_CPP_BIN to the folder "
                                   f"holding llama-server and llama-quantize; {_HOW}")
         found[name] = path
-    return LlamaCpp(src_path, found["llama-server"], found["llama-quantize"])
+    python = env.get("LLAMA_CPP_PYTHON") or sys.executable
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise LlamaCppMissing(f"LLAMA_CPP_PYTHON={python} is not an executable Python; {_HOW}")
+    return LlamaCpp(src_path, found["llama-server"], found["llama-quantize"], python)
 
 
 def llama_cpp_version(llama: LlamaCpp) -> str:
@@ -67,7 +73,7 @@ def convert_to_gguf(llama: LlamaCpp, checkpoint: Path, out: Path, outtype: str) 
     """checkpoint -> GGUF with llama.cpp's converter (outtype f32 | f16 | bf16 | q8_0)."""
     if out.exists():
         return out
-    cmd = [sys.executable, str(HERE / "llamacpp_convert.py"), str(llama.src), "--", str(checkpoint),
+    cmd = [llama.python, str(HERE / "llamacpp_convert.py"), str(llama.src), "--", str(checkpoint),
            "--outtype", outtype, "--outfile", str(out)]
     _run(cmd, f"convert_hf_to_gguf.py --outtype {outtype}")
     return out

@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import stat
+import sys
 
 import pytest
 
@@ -105,8 +106,11 @@ def test_find_llama_cpp_errors_say_what_to_do(tmp_path):
     with pytest.raises(LlamaCppMissing, match="llama-quantize"):
         find_llama_cpp({"LLAMA_CPP_DIR": str(tmp_path), "LLAMA_CPP_BIN": str(bin_dir)})
     _exe(bin_dir / "llama-quantize")
-    found = find_llama_cpp({"LLAMA_CPP_DIR": str(tmp_path), "LLAMA_CPP_BIN": str(bin_dir)})
-    assert found.server == bin_dir / "llama-server" and found.src == tmp_path
+    env = {"LLAMA_CPP_DIR": str(tmp_path), "LLAMA_CPP_BIN": str(bin_dir)}
+    found = find_llama_cpp(env)
+    assert found.server == bin_dir / "llama-server" and found.src == tmp_path and found.python == sys.executable
+    with pytest.raises(LlamaCppMissing, match="LLAMA_CPP_PYTHON"):
+        find_llama_cpp({**env, "LLAMA_CPP_PYTHON": str(tmp_path / "no-python")})
 
 
 def test_benchmark_fails_before_any_work_without_llama_cpp(monkeypatch, tmp_path):
