@@ -122,7 +122,7 @@ def run_pair(args, pair: Pair, ckpt: Path, vocab: int, llama: LlamaCpp | None, g
                                  "gguf_bytes": gguf.stat().st_size, "cmd": server.cmd}
         # Warm-up round at full size, not in the table: our first batch of new shapes pays one-time
         # costs (allocator growth, first-use kernel setup) that llama-server pays at start-up.
-        warm = docgen_workload(args.requests, vocab, PREFIX, CHUNK_MIN, CHUNK_MAX, 4, seed=999)
+        warm = docgen_workload(args.warmup_requests or args.requests, vocab, PREFIX, CHUNK_MIN, CHUNK_MAX, 4, seed=999)
         for side, eng in sides.items():
             t = time.perf_counter()
             eng.workload(warm.prompts, 4)
@@ -165,6 +165,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--decode-tokens", type=int, default=64, help="batch-1 generated tokens")
     ap.add_argument("--rounds", type=int, default=2, help="alternated rounds (ours, llama.cpp) per pair")
+    ap.add_argument("--warmup-requests", type=int, default=None,
+                    help="requests of the unrecorded warm-up round (default --requests; fewer saves time on big models)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None, help="checkpoint, GGUFs and logs (default: a temp dir, deleted)")
     ap.add_argument("--ours-only", action="store_true", help="no llama.cpp: only our side's numbers")
