@@ -71,20 +71,22 @@ def llama_cpp_version(llama: LlamaCpp) -> str:
 
 def convert_to_gguf(llama: LlamaCpp, checkpoint: Path, out: Path, outtype: str) -> Path:
     """checkpoint -> GGUF with llama.cpp's converter (outtype f32 | f16 | bf16 | q8_0)."""
-    if out.exists():
+    if out.exists():  # written whole by an earlier run (renamed into place only on success)
         return out
+    tmp = out.with_name(out.name + ".part")
     cmd = [llama.python, str(HERE / "llamacpp_convert.py"), str(llama.src), "--", str(checkpoint),
-           "--outtype", outtype, "--outfile", str(out)]
+           "--outtype", outtype, "--outfile", str(tmp)]
     _run(cmd, f"convert_hf_to_gguf.py --outtype {outtype}")
-    return out
+    return tmp.replace(out)
 
 
 def quantize_gguf(llama: LlamaCpp, src: Path, out: Path, qtype: str, threads: int) -> Path:
     """A GGUF requantized by llama-quantize (its defaults: e.g. q4_0 keeps the output head q6_K)."""
     if out.exists():
         return out
-    _run([str(llama.quantize), str(src), str(out), qtype, str(threads)], f"llama-quantize {qtype}")
-    return out
+    tmp = out.with_name(out.name + ".part")
+    _run([str(llama.quantize), str(src), str(tmp), qtype, str(threads)], f"llama-quantize {qtype}")
+    return tmp.replace(out)
 
 
 def _run(cmd: list[str], what: str) -> None:
