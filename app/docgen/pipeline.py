@@ -25,7 +25,7 @@ from app.docgen.gate import PriorityGate
 from app.docgen.generator_source import GeneratorSource
 from app.docgen.planner import CONTEXT_BUDGET_TOKENS, Plan
 from app.docgen.progress import Observer
-from app.docgen.retry import CUT_OFF, RetryStats, decide_retry
+from app.docgen.retry import CUT_OFF, GIVE_UP_AFTER, RetryStats, decide_retry
 from app.docgen.store import Store, StoredResult, code_hash, first_sentence, result_key, storable
 from app.docgen.units import SourceUnit
 from app.llm.types import CodeChunk, DocGenerator, DocResult
@@ -47,12 +47,15 @@ class RunConfig:
     batch_size: int = 0  # at most this many chunks in flight; 0: chosen from the generator
     resume: bool = True  # reuse stored results; False regenerates everything
     retry: bool = True
+    retry_give_up_after: int = GIVE_UP_AFTER  # stop retrying a check whose first this-many retries fixed none; 0: never
     commit_every: int = 32  # a group commit holds at most this many results ...
     commit_seconds: float = 1.0  # ... or is written once its oldest result has waited this long
 
     def __post_init__(self) -> None:
         if self.batch_size < 0:
             raise ValueError("batch_size must be >= 0 (the cap on chunks in flight; 0 chooses one)")
+        if self.retry_give_up_after < 0:
+            raise ValueError("retry_give_up_after must be >= 0 (0: never stop retrying a check)")
         if self.commit_every < 1 or self.commit_seconds <= 0:
             raise ValueError("commit_every must be >= 1 and commit_seconds > 0")
 
@@ -273,11 +276,13 @@ class _Flow:
         # The failure note goes first, so the budget cut drops callee context rather than it.
         note = fit_context(failure_feedback(chk.failures) + ("\n\n" + job.context if job.context else ""), plan)
         chunk = unit.to_chunk(job.key, note)  # the same key: a retry never changes where the result is stored
+        hopeless = self.ex.retry_stats.hopeless(self.cfg.retry_give_up_after)
         decision = decide_retry(first, self._limit(gen), getattr(gen, "max_seq_length", None),
-                                self._prompt_tokens(gen, chunk, res, len(note) - len(job.context)))
+                                self._prompt_tokens(gen, chunk, res, len(note) - len(job.context)), hopeless)
         if not decision.retry:
             self.ex.retry_stats.skipped(first)
-            return res, [dict(f, message=f"{f['message']}; {decision.reason}") if f["cause"] == CUT_OFF else f
+            said = set(first) if all(c in hopeless for c in first) else {CUT_OFF}  # the checks the reason is about
+            return res, [dict(f, message=f"{f['message']}; {decision.reason}") if f["cause"] in said else f
                          for f in chk.failures], 1
         self.ex.retried += 1
         chunk.max_new_tokens = decision.max_new_tokens
