@@ -65,17 +65,18 @@ class EngineProbe:
 
     def __init__(self, gen) -> None:
         self.prompts: list = []
-        self.params = None
+        self.params: list = []  # each prompt's own SamplingParams (a retry has a larger max_tokens)
         self.generated_tokens = 0
         self.step_seconds = 0.0
         self.first_step = self.last_step = None
+        self.steps: list[tuple[float, int, int]] = []  # every step, both phases: (seconds, sequences, tokens)
         self.lock = threading.Lock()
         eng, llm = gen._engine, gen._engine.llm
         real_submit, real_step = eng.submit, llm.step
 
-        def submit(prompt, params, rid, on_done):
+        def submit(prompt, params, rid, on_done, on_progress=None, **kw):
             self.prompts.append(prompt)
-            self.params = params
+            self.params.append(params)
 
             def done(out):
                 if not isinstance(out, BaseException):
@@ -83,19 +84,29 @@ class EngineProbe:
                         self.generated_tokens += len(out.token_ids)
                 on_done(out)
 
-            real_submit(prompt, params, rid, done)
+            real_submit(prompt, params, rid, done, on_progress, **kw)
 
         def step():
+            st = llm.scheduler.stats
+            seqs, toks = st.seqs_in_steps, st.computed_tokens
             t0 = time.perf_counter()
             try:
                 return real_step()
             finally:
                 t1 = time.perf_counter()
+                self.steps.append((t1 - t0, st.seqs_in_steps - seqs, st.computed_tokens - toks))
                 self.step_seconds += t1 - t0
                 self.first_step = self.first_step or t0
                 self.last_step = t1
 
         eng.submit, llm.step = submit, step
+
+
+def _step_summary(steps: list[tuple[float, int, int]]) -> dict:
+    """Mean step time, sequences and tokens (prefill chunks + decodes) per step of one phase."""
+    n = max(1, len(steps))
+    return {"steps": len(steps), "seconds": sum(s[0] for s in steps), "mean_seconds": sum(s[0] for s in steps) / n,
+            "mean_seqs": sum(s[1] for s in steps) / n, "mean_tokens": sum(s[2] for s in steps) / n}
 
 
 def default_project() -> str:
@@ -155,6 +166,7 @@ def main() -> None:
 
     steps_before, seqs_before = stats["steps"], stats["seqs_in_steps"]
     busy = probe.step_seconds  # before the engine-alone run adds its own steps
+    n_docgen_steps = len(probe.steps)
     alone_s, alone_tokens = gen._engine.call(engine_alone)
     after = gen.engine_stats
     holder["close"]()
@@ -170,7 +182,7 @@ def main() -> None:
         "device": str(gen.report()["device"]), "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "cpus": os.cpu_count(), "max_new_tokens": a.max_new_tokens,
         "max_num_seqs": a.max_batch_size, "docgen_in_flight_cap": a.batch_size or "default",
-        "prompts": len(probe.prompts), "retried": rep.retried, "reused": rep.reused, "errors": len(rep.errors),
+        "prompts": len(probe.prompts), "retried": rep.retried, "retry_by_check": rep.retry_by_check, "reused": rep.reused, "errors": len(rep.errors),
         "load_seconds": holder["load_seconds"],
         "docgen_seconds": docgen_s, "docgen_generated_tokens": probe.generated_tokens,
         "docgen_tokens_per_s": probe.generated_tokens / docgen_s,
@@ -186,6 +198,8 @@ def main() -> None:
         "cached_rerun_report": [ln for ln in rerun.stdout.splitlines() if ln.startswith(("files documented", "generated:"))],
         "docgen_engine_steps": steps_before, "engine_alone_steps": after["steps"] - steps_before,
         "date": time.strftime("%Y-%m-%d"),
+        "docgen_steps": _step_summary(probe.steps[:n_docgen_steps]),
+        "engine_alone_steps_detail": _step_summary(probe.steps[n_docgen_steps:]),
     }
     res["ratio_docgen_over_engine"] = res["docgen_tokens_per_s"] / res["engine_alone_tokens_per_s"]
     print(f"project {a.project}: {rep.files} files, {rep.chunks} chunks, {rep.waves} waves; model {model} on "
@@ -198,6 +212,13 @@ def main() -> None:
     print(f"ratio docgen / engine: {res['ratio_docgen_over_engine']:.2f}; engine idle during docgen: "
           f"{res['docgen_engine_idle_fraction']:.1%}; first stored result after "
           f"{res['time_to_first_stored_result_s']:.1f} s; {len(probe.prompts)} prompts ({rep.retried} retries)")
+    for name, key in (("docgen", "docgen_steps"), ("engine alone", "engine_alone_steps_detail")):
+        d = res[key]
+        print(f"{name}: {d['steps']} steps, {d['mean_seconds'] * 1e3:.0f} ms/step, {d['mean_tokens']:.0f} tokens/step "
+              f"(prefill + decode), {d['mean_seqs']:.1f} sequences/step")
+    if alone_tokens != probe.generated_tokens:
+        print(f"WARNING: the engine alone generated {alone_tokens} tokens, docgen {probe.generated_tokens}: "
+              "greedy runs of the same prompts and settings should agree")
     print(f"cached rerun (CLI, fresh process): {rerun_s:.2f} s, rc {rerun.returncode}, generator loaded: "
           f"{res['cached_rerun_loaded_generator']}")
     if rerun.returncode:

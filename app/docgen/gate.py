@@ -5,6 +5,9 @@ chunk at once, a chunk on the dependency graph's critical path (a class whose me
 finished, a module chunk, a retry) would queue behind hundreds of leaves and the run would end
 in a long thin tail. So docgen keeps the engine's queue full but short (the cap: a few times the
 engine's batch), and lets the chunk with the most work depending on it in first.
+
+A generator whose engine admits requests by priority (`schedules_by_priority`; the local engine)
+reads each chunk's priority itself; for it the gate only caps the chunks in flight (pipeline.py).
 """
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ A component of the dependency graph (one unit, or a cycle of units) starts the m
 component it depends on has finished. Its members' one-hop contexts are built from what those
 dependencies produced (members of a cycle never see each other), their keys computed, and stored
 results reused; every other chunk goes to the generator at once, one `generate_async` call each,
-so the engine's scheduler, not docgen, decides what runs together. A doc that fails its checks
+so the engine's scheduler, not docgen, decides what runs together; each chunk carries a priority
+(the longest chain of components waiting on it), which an engine that schedules by priority uses
+to admit the critical path first. A doc that fails its checks
 is retried the moment the check fails, as retry.py decides (a cut-off doc with a larger limit). Finished results are committed in groups (commit.py), so a
 killed run loses at most the last group. `RunConfig.batch_size` caps the chunks in flight.
 """
@@ -23,14 +25,16 @@ from app.docgen.gate import PriorityGate
 from app.docgen.generator_source import GeneratorSource
 from app.docgen.planner import CONTEXT_BUDGET_TOKENS, Plan
 from app.docgen.progress import Observer
-from app.docgen.retry import CUT_OFF, RetryStats, decide_retry
+from app.docgen.retry import CUT_OFF, GIVE_UP_AFTER, RetryStats, decide_retry
 from app.docgen.store import Store, StoredResult, code_hash, first_sentence, result_key, storable
 from app.docgen.units import SourceUnit
 from app.llm.types import CodeChunk, DocGenerator, DocResult
 
-# Chunks in flight when no cap is given: a few times the engine's batch (a generator that says how
-# many sequences it runs at once, `max_concurrency`), so its waiting queue never runs dry yet stays
-# short enough for critical-path chunks to get in early (gate.py); this many when it does not say.
+# Chunks in flight when no cap is given. A generator whose engine admits requests by priority
+# (`schedules_by_priority`: each chunk carries its critical-path priority) gets every ready chunk,
+# up to this many: its own queue puts the critical path first. Any other generator gets a few times
+# its batch (`max_concurrency`), so its first-come-first-served queue never runs dry yet stays short
+# enough for critical-path chunks to get in early (gate.py); this many when it does not say.
 DEFAULT_MAX_IN_FLIGHT = 1024
 IN_FLIGHT_PER_ENGINE_SEQ = 2
 
@@ -43,12 +47,15 @@ class RunConfig:
     batch_size: int = 0  # at most this many chunks in flight; 0: chosen from the generator
     resume: bool = True  # reuse stored results; False regenerates everything
     retry: bool = True
+    retry_give_up_after: int = GIVE_UP_AFTER  # stop retrying a check whose first this-many retries fixed none; 0: never
     commit_every: int = 32  # a group commit holds at most this many results ...
     commit_seconds: float = 1.0  # ... or is written once its oldest result has waited this long
 
     def __post_init__(self) -> None:
         if self.batch_size < 0:
             raise ValueError("batch_size must be >= 0 (the cap on chunks in flight; 0 chooses one)")
+        if self.retry_give_up_after < 0:
+            raise ValueError("retry_give_up_after must be >= 0 (0: never stop retrying a check)")
         if self.commit_every < 1 or self.commit_seconds <= 0:
             raise ValueError("commit_every must be >= 1 and commit_seconds > 0")
 
@@ -225,7 +232,7 @@ class _Flow:
     # ----- one chunk -------------------------------------------------------------------------
     async def _run_job(self, job: Job) -> None:
         gen = await self._generator()  # before the gate: chunks waiting for the model hold no slot
-        await self.gate.acquire(-self.height[self.comp_of[job.unit.uid]])  # most work waiting on it first
+        await self.gate.acquire(self._priority(job, retry=False))  # most work waiting on it first
         try:
             self._busy(+1)
             try:
@@ -237,19 +244,27 @@ class _Flow:
         finally:
             self.gate.release()
 
+    def _priority(self, job: Job, retry: bool) -> int:
+        """Lower first: the longest chain of components waiting on this chunk first; among equal
+        chains a retry first (its dependents have waited one generation already)."""
+        return -(2 * self.height[self.comp_of[job.unit.uid]] + (1 if retry else 0))
+
     async def _generator(self) -> DocGenerator:
         """The first miss loads the model (a load error ends the run); then the cap is sized to it."""
         gen = await self.source.get()
         if not self.sized:
             self.sized = True
             n = getattr(gen, "max_concurrency", None)
-            if not self.cfg.batch_size and isinstance(n, int) and n > 0:
+            by_priority = getattr(gen, "schedules_by_priority", False) is True
+            if not self.cfg.batch_size and isinstance(n, int) and n > 0 and not by_priority:
                 self.gate.resize(IN_FLIGHT_PER_ENGINE_SEQ * n)
         return gen
 
     async def _generate(self, gen: DocGenerator, job: Job) -> tuple[DocResult, list[dict], int] | None:
         plan, unit = self.plan, job.unit
-        res = await _call(gen, unit.to_chunk(job.key, job.context))
+        first_chunk = unit.to_chunk(job.key, job.context)
+        first_chunk.priority = self._priority(job, retry=False)
+        res = await _call(gen, first_chunk)
         if not res.ok:
             self.ex.errors[unit.uid] = res.error or "unknown error"
             self.observer.failure("error")
@@ -261,14 +276,17 @@ class _Flow:
         # The failure note goes first, so the budget cut drops callee context rather than it.
         note = fit_context(failure_feedback(chk.failures) + ("\n\n" + job.context if job.context else ""), plan)
         chunk = unit.to_chunk(job.key, note)  # the same key: a retry never changes where the result is stored
+        hopeless = self.ex.retry_stats.hopeless(self.cfg.retry_give_up_after)
         decision = decide_retry(first, self._limit(gen), getattr(gen, "max_seq_length", None),
-                                self._prompt_tokens(gen, chunk, res, len(note) - len(job.context)))
+                                self._prompt_tokens(gen, chunk, res, len(note) - len(job.context)), hopeless)
         if not decision.retry:
             self.ex.retry_stats.skipped(first)
-            return res, [dict(f, message=f"{f['message']}; {decision.reason}") if f["cause"] == CUT_OFF else f
+            said = set(first) if all(c in hopeless for c in first) else {CUT_OFF}  # the checks the reason is about
+            return res, [dict(f, message=f"{f['message']}; {decision.reason}") if f["cause"] in said else f
                          for f in chk.failures], 1
         self.ex.retried += 1
         chunk.max_new_tokens = decision.max_new_tokens
+        chunk.priority = self._priority(job, retry=True)
         second = await _call(gen, chunk)
         if not second.ok:
             self.ex.retry_stats.record(first, None)

@@ -95,7 +95,11 @@ class PlainProgress(Observer):
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            if time.monotonic() - self.activity_since >= self.heartbeat_s:
+            if time.monotonic() - self.activity_since < self.heartbeat_s:
+                continue
+            if self.in_flight:  # generating: the counts move, the last event's text does not
+                self.print(f"  ... {self.status_line()}")
+            else:
                 self.print(f"  ... still {self.activity} ({time.monotonic() - self.activity_since:.0f}s)")
 
     def _set(self, activity: str) -> None:

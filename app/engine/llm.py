@@ -122,9 +122,12 @@ class LLM:
 
     # ----- requests ------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None) -> str:
+                    request_id: str | None = None, priority: int = 0) -> str:
         """Queue a request; returns its id. A request that cannot run (empty, too long) is not
-        raised on: it comes back from the next `step()` with finish_reason "error"."""
+        raised on: it comes back from the next `step()` with finish_reason "error". `priority`:
+        lower is admitted first (and preempted last); equal priorities are first come, first served."""
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"priority must be an int (lower is served first), got {priority!r}")
         params = params or SamplingParams()
         if not isinstance(params, SamplingParams):
             raise TypeError("params must be a SamplingParams")
@@ -134,11 +137,11 @@ class LLM:
             raise ValueError(f"request id {request_id!r} is already in flight")
         if params.n > 1:
             for i, cid in enumerate(self._groups.add(request_id, params.n)):
-                self.add_request(prompt, child_params(params, i), cid)
+                self.add_request(prompt, child_params(params, i), cid, priority)
             return request_id
         text = prompt if isinstance(prompt, str) else None
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        seq = Sequence(ids, params, request_id=request_id)
+        seq = Sequence(ids, params, request_id=request_id, priority=priority)
         self._texts.add(seq, text)
         err = self._validate(ids) or self._unsupported(params)
         if err:
@@ -328,15 +331,19 @@ class LLM:
     # ----- batch API -----------------------------------------------------------------------
     def generate(self, prompts: Seq[str] | Seq[list[int]] | str,
                  params: SamplingParams | Seq[SamplingParams] | None = None,
-                 progress: bool = False) -> list[RequestOutput]:
-        """Runs every prompt to completion; outputs in input order."""
+                 progress: bool = False, priorities: Seq[int] | None = None) -> list[RequestOutput]:
+        """Runs every prompt to completion; outputs in input order. `priorities`: one per prompt
+        (see add_request); default all equal."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]
         prompts = list(prompts)
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
         if len(plist) != len(prompts):
             raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
-        ids = [self.add_request(p, sp) for p, sp in zip(prompts, plist)]
+        prio = list(priorities) if priorities is not None else [0] * len(prompts)
+        if len(prio) != len(prompts):
+            raise ValueError(f"got {len(prio)} priorities for {len(prompts)} prompts")
+        ids = [self.add_request(p, sp, priority=pr) for p, sp, pr in zip(prompts, plist, prio)]
         results: dict[str, RequestOutput] = {}
         bar = _Progress(len(ids)) if progress else None
         while len(results) < len(ids) and self.has_unfinished():

@@ -7,6 +7,10 @@ token budget, the sequence cap and the KV blocks allow. When a running sequence 
 and none is free, the newest running sequence is preempted (its KV dropped, to be recomputed)
 and requeued at the front. `update()` applies the sampled tokens after the model ran.
 
+Requests may carry a priority (lower first, waiting_queue.py): the waiting queue is then served
+in priority order, running sequences are served in it, and the victim of a preemption is the
+lowest priority, newest admitted one. With one priority for all, all of it is the FCFS above.
+
 Async scheduling (EngineConfig.async_scheduling) schedules step N+1 while step N still runs:
 `launched(out)` is called as soon as step N's forward is queued and counts its KV as computed;
 each sequence that samples in it holds a placeholder (`seq.num_placeholders`) for the token whose
@@ -18,11 +22,11 @@ dropped, because update() skips finished sequences.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from .block_manager import BlockManager
 from .sequence import Sequence, SequenceStatus
+from .waiting_queue import RunningOrder, WaitingQueue
 
 
 @dataclass
@@ -98,13 +102,14 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
         self.eos_token_ids = set(eos_token_ids)
-        self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
+        self.waiting = WaitingQueue()  # (priority, arrival) order
+        self.running: list[Sequence] = []  # (priority, admission) order: preemption takes the tail
+        self._running_order = RunningOrder()
         self.stats = SchedulerStats()
 
     # ----- intake and exit -----------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
+        self.waiting.push(seq)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
@@ -183,7 +188,7 @@ class Scheduler:
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
         self.stats.preemptions += 1
-        self.waiting.appendleft(seq)
+        self.waiting.push(seq)  # back ahead of every later arrival of its priority
         out.preempted.append(seq)
 
     def _ends_with_placeholder(self, seq: Sequence) -> bool:
@@ -196,7 +201,7 @@ class Scheduler:
 
     def _admit(self, budget: int, scheduled: list, out: SchedulerOutput) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
+            seq = self.waiting.peek()
             # A sequence preempted while its token was in flight is admitted only after it
             # landed: the schedule that preempts admits nobody, and update() runs before the next.
             assert not seq.num_placeholders, "admitting a sequence whose sampled token is in flight"
@@ -211,7 +216,7 @@ class Scheduler:
             if new is None:
                 self.bm.release(hits)
                 break
-            self.waiting.popleft()
+            self.waiting.pop()
             seq.block_table = hits + new
             seq.block_keys = self.bm.prefix_keys(seq.token_ids, len(hits))
             seq.num_computed_tokens = computed
@@ -221,7 +226,7 @@ class Scheduler:
                 seq.num_cached_tokens = computed
                 self.stats.prompt_tokens += seq.num_prompt_tokens
                 self.stats.prefix_cache_hit_tokens += computed
-            self.running.append(seq)
+            self._running_order.insert(self.running, seq)  # after the running loop: no index moves under it
             scheduled.append(ScheduledSeq(seq, n))
             self._register_full_blocks(seq, computed + n, out)
             budget -= n

@@ -59,6 +59,9 @@ class Sequence:
     spec_verifications: int = 0  # steps in which this sequence's proposals were verified
     metrics: SequenceMetrics = field(default_factory=SequenceMetrics)
     seq_id: int = field(default_factory=lambda: next(_counter))
+    priority: int = 0  # lower is served first (waiting_queue.py); equal priorities: first come, first served
+    arrival_order: int | None = None  # set when first queued; kept across preemptions
+    admission_order: int = 0  # set on each admission; orders `running` among equal priorities
 
     def __post_init__(self) -> None:
         if not self.token_ids:

@@ -67,10 +67,11 @@ class EngineThread:
         return self._thread.is_alive()
 
     def submit(self, prompt: str | list[int], params: Any, request_id: str, on_done: OnDone,
-               on_progress: OnProgress | None = None) -> None:
+               on_progress: OnProgress | None = None, priority: int = 0) -> None:
+        """`priority`: the engine admits lower values first (LLM.add_request)."""
         if self._stopping.is_set():
             raise EngineClosedError("the generator is closed; create a new one")
-        self._commands.put(("add", request_id, prompt, params, on_done, on_progress))
+        self._commands.put(("add", request_id, prompt, params, on_done, on_progress, priority))
 
     def abort(self, request_id: str) -> None:
         if not self._stopping.is_set():
@@ -118,9 +119,10 @@ class EngineThread:
     def _handle(self, cmd: tuple) -> None:
         kind = cmd[0]
         if kind == "add":
-            _, rid, prompt, params, on_done, on_progress = cmd
+            _, rid, prompt, params, on_done, on_progress, priority = cmd
             try:
-                self.llm.add_request(prompt, params, rid)
+                extra = {"priority": priority} if priority else {}  # an engine without priorities takes plain requests
+                self.llm.add_request(prompt, params, rid, **extra)
             except Exception as e:  # e.g. a duplicate id: that request fails, the engine goes on
                 _notify(on_done, e)
                 return

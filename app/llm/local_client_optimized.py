@@ -109,6 +109,7 @@ class OptimizedLocalDocGenerator(LocalGeneratorBase):
             self.max_seq_length = llm.max_model_len
         self._optimizations = self._plan.finalize(llm)
         self.max_concurrency = llm.config.max_num_seqs  # sequences the engine runs at once (docgen sizes its queue)
+        self.schedules_by_priority = True  # the engine admits chunks by CodeChunk.priority (docgen: critical path first)
         self.tokenizer = llm.tokenizer.hf
         self._finalizer = weakref.finalize(self, self._engine.close)
 
@@ -174,7 +175,7 @@ class OptimizedLocalDocGenerator(LocalGeneratorBase):
 
         # A chunk's own limit (docgen's retry of a cut-off doc); the engine still stops at its window.
         params = replace(self._params, max_tokens=c.max_new_tokens) if c.max_new_tokens else self._params
-        self._engine.submit(prompt, params, rid, on_done)
+        self._engine.submit(prompt, params, rid, on_done, priority=c.priority)
         try:
             out = await fut
         except asyncio.CancelledError:

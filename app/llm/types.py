@@ -30,6 +30,9 @@ class CodeChunk:
     # New tokens allowed for this chunk alone; 0: the generator's own max_new_tokens. docgen raises
     # it to retry a doc that was cut off at the limit (the generator still caps it to its window).
     max_new_tokens: int = 0
+    # Scheduling hint for generators that queue requests (lower first; docgen: minus the length of
+    # the dependency chain waiting on this chunk). Never part of the prompt or of any result key.
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.code, str):
@@ -37,6 +40,8 @@ class CodeChunk:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
             raise ValueError(f"CodeChunk.max_new_tokens must be an integer >= 0 (0: the generator's limit), "
                              f"got {self.max_new_tokens!r}")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise TypeError(f"CodeChunk.priority must be an int (lower first), got {self.priority!r}")
         if not self.id:
             digest = hashlib.sha1(f"{self.path}:{self.name}:{self.code}".encode("utf-8", "replace"))
             self.id = digest.hexdigest()[:16]

@@ -32,3 +32,19 @@ def test_plain_progress_heartbeat():
         obs.finish()
     assert lines[0] == "[docgen] loading the model"
     assert any(line.startswith("  ... still loading the model") for line in lines[1:])
+
+
+def test_plain_heartbeat_while_generating_shows_the_counts_not_the_last_event():
+    lines = []
+    obs = PlainProgress(print_fn=lines.append, heartbeat_s=0.05)
+    try:
+        obs.start(total=10, waves=2)
+        obs.message("generating 3 ready chunks")
+        obs.in_flight = 3
+        obs.unit_done("u1", cached=False, flags=[])
+        time.sleep(0.3)
+    finally:
+        obs.finish()
+    beats = [line for line in lines if line.startswith("  ...")]
+    assert beats and all("1/10 chunks" in b and "3 in flight" in b for b in beats)
+    assert not any(b.startswith("  ... still generating") for b in beats)

@@ -107,3 +107,45 @@ def test_cut_off_without_room_is_not_retried_and_says_so(tmp_path):
     flag = next(f for f in ex.docs[leaf].flags if f["cause"] == "cut_off")
     assert "not retried" in flag["message"] and "window" in flag["message"]
     assert ex.docs[leaf].attempts == 1
+
+
+def test_decide_retry_skips_checks_no_retry_has_fixed():
+    d = decide_retry({"params"}, 64, 512, 100, hopeless={"params": 8})
+    assert not d.retry and "params (8 retries)" in d.reason
+    assert decide_retry({"params", "cut_off"}, 64, 512, 100, hopeless={"params": 8}).retry  # cut_off may still be fixed
+    s = RetryStats()
+    for _ in range(3):
+        s.record({"params"}, {"params"})
+        s.record({"cut_off"}, set())
+    assert s.hopeless(3) == {"params": 3} and s.hopeless(4) == {} and s.hopeless(0) == {}
+
+
+class NeverFixed(FakeDocGenerator):
+    """Every doc of the `bad*` functions names an invented parameter, retry or not."""
+
+    def _text(self, chunk):
+        text = super()._text(chunk)
+        if chunk.name.startswith("bad"):
+            text += "\n\nArgs:\n    invented_param: not a parameter at all."
+        return text
+
+
+def test_a_check_no_retry_fixes_is_given_up_after_the_first_few(tmp_path):
+    src = {"m.py": "".join(f"def bad{i}(x):\n    return x + {i}\n\n\n" for i in range(6))}
+    plan = make_plan(write(tmp_path / "p", src), PlanConfig())
+    store = Store(tmp_path / "s.sqlite")
+    try:
+        cfg = RunConfig(model_id="fake", prompt_version=prompt_version(), batch_size=1, retry_give_up_after=2)
+        ex = asyncio.run(execute(plan, NeverFixed(), store, cfg, Observer()))
+        cfg0 = RunConfig(model_id="fake", prompt_version=prompt_version(), batch_size=1, retry_give_up_after=0,
+                         resume=False)
+        ex0 = asyncio.run(execute(plan, NeverFixed(), store, cfg0, Observer()))
+    finally:
+        store.close()
+    # one chunk at a time: bad0 and bad1 are retried (nothing fixed), bad2..bad5 are not
+    assert ex.retried == 2 and ex.generated == 7
+    stats = ex.retry_stats.by_check()
+    assert stats["params"] == {"retried": 2, "fixed": 0, "not_retried": 4}
+    skipped = [d for d in ex.docs.values() if d.attempts == 1 and d.flags]
+    assert len(skipped) == 4 and all("no retry of" in f["message"] for d in skipped for f in d.flags)
+    assert ex0.retried == 6  # 0: every failure retried

@@ -67,3 +67,35 @@ def test_cancelled_request_is_aborted_and_frees_its_blocks(ckpt):
     assert held > 0
     assert not unfinished
     assert steps < 1000  # it stopped long before its 1000 tokens
+
+
+def test_chunk_priority_orders_the_engine_queue(ckpt):
+    from app.llm.types import CodeChunk
+
+    g = create_optimized_local_generator(ckpt, quantization="none", max_batch_size=1, use_flash_attention=False,
+                                         device="cpu", max_new_tokens=2, max_seq_length=2048, ignore_eos=True)
+    assert g.schedules_by_priority is True
+    done = []
+
+    async def one(name, prio, limit):
+        r = await g.generate_async(CodeChunk(code=CODES[0], name=name, priority=prio, max_new_tokens=limit))
+        done.append(name)
+        return r
+
+    async def scenario():
+        # one sequence at a time: the first (lowest priority) holds the engine while the rest queue
+        first = asyncio.create_task(one("first", 9, 200))
+        deadline = time.monotonic() + 30
+        while g.engine_stats["kv_free_blocks"] == g.engine_stats["kv_blocks"]:
+            assert time.monotonic() < deadline, "the first request never started"
+            await asyncio.sleep(0.005)
+        rest = await asyncio.gather(one("p3", 3, 2), one("p1", 1, 2), one("p2", 2, 2), one("p0", 0, 2),
+                                    one("p1b", 1, 2))
+        return [await first] + rest
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        g.close()
+    assert all(r.ok for r in results)
+    assert done == ["first", "p0", "p1", "p1b", "p2", "p3"]  # equal priorities: first come, first served
