@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from . import torch_ref
 from .metadata import AttentionMetadata
-from .torch_ref import gather_kv, store_kv  # noqa: F401  (store_kv is this backend's too)
+from .torch_ref import gather_kv
 
 HEADROOM = 64  # extra positions allocated per rebuild, so appends rarely trigger a rebuild
 MAX_MIRROR_QUERY = 16  # steps with more new tokens per sequence (prefill) go to torch_ref
@@ -45,6 +45,28 @@ counters = {"appends": 0, "rebuilds": 0}  # for tests and profiling
 def reset() -> None:
     _mirrors.clear()
     _last_plan[0] = None
+    _last_slots[0] = None
+
+
+# (weakref to the step's slot_mapping, whether every slot is >= 0). Every layer of a step gets the
+# same slot_mapping tensor (built fresh by ModelRunner.prepare each step), so the check and its
+# host sync run once per step instead of once per layer.
+_last_slots: list = [None]
+
+
+def _all_slots_valid(slot_mapping: torch.Tensor) -> bool:
+    c = _last_slots[0]
+    if c is None or c[0]() is not slot_mapping:
+        c = _last_slots[0] = (weakref.ref(slot_mapping), bool((slot_mapping >= 0).all()))
+    return c[1]
+
+
+def store_kv(key, value, k_cache, v_cache, slot_mapping, k_scale=None, v_scale=None) -> None:
+    """torch_ref.store_kv, with the padding check done once per step (see _all_slots_valid)."""
+    if torch_ref.is_fp8(k_cache.dtype) or not _all_slots_valid(slot_mapping):
+        return torch_ref.store_kv(key, value, k_cache, v_cache, slot_mapping, k_scale, v_scale)
+    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
+    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
 
 
 def paged_attention(
@@ -86,15 +108,12 @@ def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale) -> _
     m = _mirrors.get(key)
     plan = _plan(meta)
     if m is not None and m.cache() is k_cache and plan.extends(m, meta):
-        # Write this step's new tokens (already stored in the pool by store_kv) at their positions.
-        if plan.rows is None:
-            qlens = meta.query_lens_cpu
-            plan.rows = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(qlens))
-            plan.pos = torch.cat([torch.arange(n - q, n) for n, q in zip(lens, qlens)])
-        rows, pos = plan.rows, plan.pos
-        slots = meta.slot_mapping
-        m.k[rows, :, pos] = _read(k_cache, slots, q.dtype, k_scale)  # (B, Hkv, D)
-        m.v[rows, :, pos] = _read(v_cache, slots, q.dtype, v_scale)
+        # Write this step's new tokens (already stored in the pool by store_kv) at their positions:
+        # one index_copy_ into the flat (B*Hkv*cap, D) view (cheaper than m.k[rows, :, pos] = ...).
+        idx = plan.flat_index(m)  # (T*Hkv,)
+        slots, D = meta.slot_mapping, m.k.shape[3]
+        m.k.view(-1, D).index_copy_(0, idx, _read(k_cache, slots, q.dtype, k_scale).reshape(-1, D))
+        m.v.view(-1, D).index_copy_(0, idx, _read(v_cache, slots, q.dtype, v_scale).reshape(-1, D))
         m.lens, m.tables = list(lens), meta.block_tables
         counters["appends"] += 1
         return m
@@ -119,6 +138,20 @@ class _StepPlan:
         self.meta = weakref.ref(meta)
         self.valid = self.rows = self.pos = None
         self._extends: dict[tuple, bool] = {}
+        self._flat: dict[tuple, torch.Tensor] = {}
+
+    def flat_index(self, m: _Mirror) -> torch.Tensor:
+        """(T*Hkv,) int64: row of each new token's (token, kv head) in m.k viewed as (B*Hkv*cap, D)."""
+        B, H, cap, _ = m.k.shape
+        if (H, cap) not in self._flat:
+            meta = self.meta()
+            if self.rows is None:
+                qlens, lens = meta.query_lens_cpu, meta.seq_lens_cpu
+                self.rows = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(qlens))  # (T,)
+                self.pos = torch.cat([torch.arange(n - q, n) for n, q in zip(lens, qlens)])  # (T,)
+            heads = torch.arange(H).unsqueeze(0)  # (1, H)
+            self._flat[(H, cap)] = ((self.rows.unsqueeze(1) * H + heads) * cap + self.pos.unsqueeze(1)).reshape(-1)
+        return self._flat[(H, cap)]
 
     def extends(self, m: _Mirror, meta: AttentionMetadata) -> bool:
         # every layer's mirror was last updated by the same step: same lens and tables object
@@ -159,10 +192,11 @@ def _extends(m: _Mirror, meta: AttentionMetadata) -> bool:
 def _read(cache, slots, dtype, scale) -> torch.Tensor:
     """(B, Hkv, D) values at the given slots, dequantized like torch_ref.gather_kv."""
     flat = cache.view(-1, *cache.shape[2:])  # (num_slots, Hkv, D)
-    x = flat.view(torch.uint8)[slots].view(cache.dtype) if torch_ref.is_fp8(cache.dtype) else flat[slots]
-    if torch_ref.is_fp8(cache.dtype):
-        x = x.to(torch.float32) * (scale if scale is not None else 1.0)
-    return x.to(dtype)
+    if not torch_ref.is_fp8(cache.dtype):
+        # index_select is a plain row copy; it rejects -1 (padding), which plain indexing accepted
+        return (flat.index_select(0, slots) if _all_slots_valid(slots) else flat[slots]).to(dtype)
+    x = flat.view(torch.uint8)[slots].view(cache.dtype)
+    return (x.to(torch.float32) * (scale if scale is not None else 1.0)).to(dtype)
 
 
 def _dense(cache, meta, cap, dtype, scale) -> torch.Tensor:

@@ -54,14 +54,28 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
         """positions (T,); q (T, Hq, D); k (T, Hkv, D) -> rotated q, k."""
-        # Every layer of a step passes the same positions tensor: look the table up once.
-        if positions is not getattr(self, "_pos", None) or self._cs[0].dtype != q.dtype:
-            self._pos = positions
-            self._cs = (self.cos[positions].to(q.dtype).unsqueeze(1), self.sin[positions].to(q.dtype).unsqueeze(1))
-        cos, sin = self._cs  # (T, 1, D)
+        cos, sin = self._table(positions, q.dtype)  # (T, 1, D)
         if self._apply_rotary is not None:  # torch.compile'd version (app/engine/compile.py)
             return self._apply_rotary(q, k, cos, sin)
         return apply_rotary(q, k, cos, sin)
+
+    def forward_qk(self, positions: torch.Tensor, qk: torch.Tensor, num_q_heads: int):
+        """qk (T, Hq+Hkv, D): q's and k's heads side by side (a view of the fused qkv output) ->
+        rotated q (T, Hq, D), k (T, Hkv, D), views of one new tensor. The same elementwise ops as
+        `forward`, so the same values, in half the op dispatches (they dominate at batch 1)."""
+        q, k = qk[:, :num_q_heads], qk[:, num_q_heads:]
+        if self._apply_rotary is not None:
+            return self.forward(positions, q, k)
+        cos, sin = self._table(positions, qk.dtype)  # (T, 1, D)
+        r = qk * cos + _rotate_half(qk) * sin
+        return r[:, :num_q_heads], r[:, num_q_heads:]
+
+    def _table(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # Every layer of a step passes the same positions tensor: look the table up once.
+        if positions is not getattr(self, "_pos", None) or self._cs[0].dtype != dtype:
+            self._pos = positions
+            self._cs = (self.cos[positions].to(dtype).unsqueeze(1), self.sin[positions].to(dtype).unsqueeze(1))
+        return self._cs
 
 
 def apply_rotary(q, k, cos, sin):

@@ -82,13 +82,17 @@ class Attention(nn.Module):
 
     def forward(self, positions, x, meta: AttentionMetadata) -> torch.Tensor:
         T = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.reshape(T, self.num_heads, self.head_dim)  # (T, Hq, D)
-        k = k.reshape(T, self.num_kv_heads, self.head_dim)  # (T, Hkv, D)
-        v = v.reshape(T, self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(x)
+        qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        v = v.reshape(T, self.num_kv_heads, self.head_dim)  # (T, Hkv, D)
         if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary[0](positions, q, k)
+            q, k = qk.split([self.q_size, self.kv_size], dim=-1)
+            q = self.q_norm(q.reshape(T, self.num_heads, self.head_dim))  # (T, Hq, D)
+            k = self.k_norm(k.reshape(T, self.num_kv_heads, self.head_dim))  # (T, Hkv, D)
+            q, k = self.rotary[0](positions, q, k)
+        else:  # q and k rotated together: one set of elementwise ops instead of two
+            qk = qk.reshape(T, self.num_heads + self.num_kv_heads, self.head_dim)
+            q, k = self.rotary[0].forward_qk(positions, qk, self.num_heads)
         o = self.attn(q, k, v, meta)  # (T, Hq, D)
         return self.o_proj(o.reshape(T, self.q_size))
 
