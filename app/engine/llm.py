@@ -344,15 +344,19 @@ class LLM:
         if len(prio) != len(prompts):
             raise ValueError(f"got {len(prio)} priorities for {len(prompts)} prompts")
         ids = [self.add_request(p, sp, priority=pr) for p, sp, pr in zip(prompts, plist, prio)]
-        results: dict[str, RequestOutput] = {}
+        mine, results, others = set(ids), {}, []
         bar = _Progress(len(ids)) if progress else None
         while len(results) < len(ids) and self.has_unfinished():
             for o in self.step():
+                if o.request_id not in mine:  # a request queued before this call (add_request):
+                    others.append(o)  # handed back by the next step(), not swallowed here
+                    continue
                 results[o.request_id] = o
                 if bar:
                     bar.advance(o)
         if bar:
             bar.close()
+        self._early = others + self._early
         return [results[i] for i in ids]
 
     # ----- introspection -------------------------------------------------------------------

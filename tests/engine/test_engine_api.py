@@ -109,6 +109,20 @@ def test_bad_requests_fail_alone(llm):
     assert llm.generate([], SamplingParams()) == []
 
 
+def test_generate_leaves_earlier_requests_to_step(llm):
+    """A request queued with add_request before generate(): generate returns only its own prompts
+    (a short earlier request finishing first used to end its loop early with a KeyError), and the
+    earlier request's output comes back from a later step(), not lost."""
+    prompts = shared_prefix_prompts(n=2, seed=12)
+    early = llm.add_request(prompts[0], SamplingParams(max_tokens=1, ignore_eos=True))
+    outs = llm.generate([prompts[1]], SamplingParams(max_tokens=6, ignore_eos=True))
+    assert len(outs) == 1 and outs[0].prompt_token_ids == list(prompts[1]) and len(outs[0].token_ids) == 6
+    later = []
+    while llm.has_unfinished():
+        later += llm.step()
+    assert [o.request_id for o in later] == [early] and len(later[0].token_ids) == 1
+
+
 def test_abort_frees_blocks(llm):
     free0 = llm.block_manager.num_free_blocks
     rid = llm.add_request(shared_prefix_prompts(n=1, seed=8)[0], SamplingParams(max_tokens=50))
