@@ -164,12 +164,13 @@ class _Chunker:
             if target.startswith(prefix):
                 target = target[len(prefix):]
         target = target.replace(".prototype.", ".")
-        if target in ("module.exports", "exports"):  # the module's default export: use its own name
+        default = target in ("module.exports", "exports")  # the module's default export
+        if default:  # use its own name; an anonymous one keeps `module.exports` (a function, not a method)
             target = N.text(value.child_by_field_name("name"), self.src) or target
-        name = target.rsplit(".", 1)[-1]
+        name = target if default and "." in target else target.rsplit(".", 1)[-1]
         if value.type in _JS_FUNCTIONS:
             self.add_function(value, outer, "", "", name=name, fn=value, qual=target)
-            if "." in target:
+            if "." in target and not default:
                 self.units[-1].kind = "method"
         elif value.type in ("class", "class_declaration"):
             self.add_container(value, outer, "class", "", "", fallback=target)

@@ -137,6 +137,18 @@ def test_other_language_details():
     assert c["add"].params == ["a", "b"] and c["add"].existing_doc == "adds" and c["main"].calls == ["add"]
 
 
+def test_js_default_exports_are_functions():
+    """npm left-pad's `module.exports = function (...)`: an anonymous default export is the module's
+    function, not a method of an object called `exports`; a named one takes its own name."""
+    anon = chunk_source("index.js", "javascript", "module.exports = function (s, n) {\n  return s;\n};\n").units
+    assert [(u.qualname, u.name, u.kind) for u in anon[1:]] == [("module.exports", "module.exports", "function")]
+    src = "module.exports = function pad(s) { return s; };\nexports.util = function (a) { return a; };\n"
+    assert [(u.qualname, u.kind) for u in chunk_source("i.js", "javascript", src).units[1:]] == [
+        ("pad", "function"), ("util", "function")]
+    obj = chunk_source("o.js", "javascript", "app.init = function () { return 1; };\n").units
+    assert [(u.qualname, u.kind) for u in obj[1:]] == [("app.init", "method")]
+
+
 def test_getter_and_setter_are_one_unit():
     src = "class P:\n    @property\n    def x(self):\n        return 1\n\n    @x.setter\n    def x(self, v):\n        pass\n"
     quals = [u.qualname for u in chunk_source("p.py", "python", src).units]
