@@ -54,12 +54,15 @@ def teacher_forced_agreement(ref_llm, prompts: list[list[int]], fast: list[list[
             "first_disagreements": first, "errors": len(errors), "error_messages": errors[:10]}
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Tokens two greedy outputs agree on before their first difference."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def free_running_agreement(fast: list[list[int]], ref: list[list[int]]) -> dict:
     """Identical sequences, and the common-prefix length of each pair (free-running greedy)."""
-    def prefix(a, b):
-        n = 0
-        while n < min(len(a), len(b)) and a[n] == b[n]:
-            n += 1
-        return n
     return {"identical": sum(a == b for a, b in zip(fast, ref)), "sequences": len(fast),
-            "common_prefix": [prefix(a, b) for a, b in zip(fast, ref)]}
+            "common_prefix": [common_prefix(a, b) for a, b in zip(fast, ref)]}

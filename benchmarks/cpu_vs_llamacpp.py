@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.checks import common_prefix  # noqa: E402
 from benchmarks.llamacpp_ours import OursConfig, OursEngine  # noqa: E402
 from benchmarks.llamacpp_server import (  # noqa: E402
     LlamaCpp, LlamaServer, convert_to_gguf, find_llama_cpp, llama_cpp_version, quantize_gguf,
@@ -93,18 +94,6 @@ def checkpoint(args, work: Path) -> tuple[Path, int, str]:
     return path, vocab, "bf16" if ck_dtype == "bfloat16" else "f32"
 
 
-def same_prefix(a: list[int], b: list[int]) -> int:
-    """Greedy tokens the two sides agree on before the first difference: with weights whose top
-    logits are well apart (the tiny presets) both must produce the same text from the same model;
-    on near-uniform random weights (the large presets) rounding picks different ties early."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def run_pair(args, pair: Pair, ckpt: Path, vocab: int, llama: LlamaCpp | None, gguf: Path | None,
              work: Path, record) -> dict:
     """Start both sides, alternate them for --rounds rounds, return their memory."""
@@ -146,7 +135,9 @@ def run_pair(args, pair: Pair, ckpt: Path, vocab: int, llama: LlamaCpp | None, g
                 record(dict(pair=name, kind="prompt", side=side, round=rnd, seconds=r["prompt_s"],
                             tokens=r["prompt_tokens"]))
             if len(outputs) == 2 and None not in outputs.values():
-                info.setdefault("batch1_same_tokens", []).append(same_prefix(*outputs.values()))
+                # the tiny presets (top logits well apart) must agree throughout; near-uniform
+                # random weights (the large presets) pick different ties early
+                info.setdefault("batch1_same_tokens", []).append(common_prefix(*outputs.values()))
         for side, eng in sides.items():
             info[side].update(eng.memory())
     finally:

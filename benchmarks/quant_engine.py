@@ -23,6 +23,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.checks import common_prefix  # noqa: E402
 from benchmarks.workload import docgen_workload  # noqa: E402
 
 CONFIGS = [(None, "auto"), ("8bit", "auto"), ("4bit", "auto"), (None, "fp8"), ("8bit", "fp8"), ("4bit", "fp8")]
@@ -51,15 +52,6 @@ def measure(path, fmt, kv, args, wl, device):
     row["workload_s"] = time.perf_counter() - t
     row["tokens"] = [o.token_ids for o in outs]
     return row
-
-
-def _common_prefix(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def real_prompts(path, n):
@@ -96,7 +88,7 @@ def main(argv=None):
     for r in rows:
         toks = r.pop("tokens")
         # Share of generated tokens before the first divergence from full precision.
-        r["greedy_agreement"] = sum(_common_prefix(x, y) for x, y in zip(toks, ref)) / sum(map(len, ref))
+        r["greedy_agreement"] = sum(common_prefix(x, y) for x, y in zip(toks, ref)) / sum(map(len, ref))
         r["identical_requests"] = sum(x == y for x, y in zip(toks, ref))
     base = rows[0]
     print(f"\n{path} on {args.device}, KV budget {args.kv_budget_gb} GiB, torch {torch.__version__}, "
