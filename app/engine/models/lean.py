@@ -26,7 +26,7 @@ from ..attention.torch_cpu_decode import DecodeStep
 from ..attention.torch_ref import FP8_DTYPES
 from ..layers.activation import SiluAndMul
 from ..layers.norm import RMSNorm
-from ..layers.rotary import _rotate_half, apply_rotary
+from ..layers.rotary import apply_rotary
 from .decoder import MLP, Attention, DecoderForCausalLM, DecoderLayer, DecoderModel
 from .lean_parts import bind_linear, global_hooks, has_hooks, make_rms
 
@@ -51,6 +51,7 @@ class LeanDecoder:
         self.num_heads, self.num_kv_heads, self.head_dim = s.num_heads, s.num_kv_heads, s.head_dim
         self.q_size, self.kv_size = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
         self.qk_norm = s.qk_norm
+        self.half = s.head_dim // 2
         m = model.model
         self.embed = m.embed_tokens.forward
         self.rotary = m.rotary
@@ -103,8 +104,11 @@ class LeanDecoder:
                 q, k = apply_rotary(q, k, cos, sin)
             else:  # RotaryEmbedding.forward_qk: q and k heads rotated together
                 qk = qk.reshape(T, Hq + Hkv, D)
-                cos, sin = cs.get(qk.dtype) or cs.setdefault(qk.dtype, _table(table, qk.dtype))
-                r = qk * cos + _rotate_half(qk) * sin
+                cos, sin = cs.get(qk.dtype) or cs.setdefault(qk.dtype, _table(table, qk.dtype, self.half))
+                # = qk * cos + _rotate_half(qk) * sin exactly: rotate_half is the halves swapped with
+                # the first negated, and (-a) * b == a * (-b) in IEEE arithmetic; one roll instead
+                # of chunk + neg + cat (sin here has its first half negated)
+                r = qk * cos + qk.roll(self.half, -1) * sin
                 q, k = r[:, :Hq], r[:, Hq:]
             if step is not None:
                 o = step.attend(q, k, v, a)
@@ -121,8 +125,13 @@ class LeanDecoder:
         return self.head(hidden).float()  # (rows, vocab), as DecoderForCausalLM.compute_logits
 
 
-def _table(table, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return table[0].to(dtype).unsqueeze(1), table[1].to(dtype).unsqueeze(1)
+def _table(table, dtype, negate_first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) (T, 1, D) in `dtype`, as RotaryEmbedding._table; with negate_first=D/2 the first
+    half of sin negated (for the gathered rotate-half above)."""
+    cos, sin = table[0].to(dtype).unsqueeze(1), table[1].to(dtype).unsqueeze(1)
+    if negate_first:
+        sin = torch.cat((-sin[..., :negate_first], sin[..., negate_first:]), dim=-1)
+    return cos, sin
 
 
 def why_not(model) -> str:
