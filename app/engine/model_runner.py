@@ -141,15 +141,21 @@ class ModelRunner:
         inp = self.prepare(out, pending)
         if inp.fills:
             pending.fill(inp.input_ids, inp.fills)
-        lean = self.lean
-        hidden = lean.forward(inp.input_ids, inp.positions, inp.meta) if lean is not None else None
-        if hidden is None:
-            lean = None
-            hidden = self.model(inp.input_ids, inp.positions, inp.meta)  # (T, hidden)
+        hidden, lean = self.forward(inp.input_ids, inp.positions, inp.meta)  # (T, hidden)
         if not inp.row_spans:
             return torch.empty(0, device=self.device), []
         rows = hidden if inp.all_rows else hidden[inp.logits_indices]
-        return (lean or self.model).compute_logits(rows), inp.row_spans
+        return (self.lean if lean else self.model).compute_logits(rows), inp.row_spans
+
+    def forward(self, input_ids, positions, meta) -> tuple[torch.Tensor, bool]:
+        """-> ((T, hidden) states, whether the lean forward computed them). The lean forward where it
+        applies; the model's own where not, and whenever the model's forward was replaced on the
+        instance (a tool wrapping it sees every step; benchmarks wrap this method instead)."""
+        if self.lean is not None and "forward" not in vars(self.model):
+            hidden = self.lean.forward(input_ids, positions, meta)
+            if hidden is not None:
+                return hidden, True
+        return self.model(input_ids, positions, meta), False
 
     def use_lean_forward(self, on: bool = True) -> str:
         """Run steps through the lean CPU forward (models/lean.py) where it applies; returns "on",

@@ -127,7 +127,7 @@ class LeanDecoder:
 
 def _table(table, dtype, negate_first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin) (T, 1, D) in `dtype`, as RotaryEmbedding._table; with negate_first=D/2 the first
-    half of sin negated (for the gathered rotate-half above)."""
+    half of sin negated (for the rolled rotate-half above)."""
     cos, sin = table[0].to(dtype).unsqueeze(1), table[1].to(dtype).unsqueeze(1)
     if negate_first:
         sin = torch.cat((-sin[..., :negate_first], sin[..., negate_first:]), dim=-1)
