@@ -39,7 +39,8 @@ class _Mirror:
 
 
 _mirrors: dict[int, _Mirror] = {}  # id(k_cache) -> the layer's dense copy
-counters = {"appends": 0, "rebuilds": 0}  # for tests and profiling
+# for tests and profiling; decode_appends: appends by torch_cpu_decode.DecodeStep (the lean forward)
+counters = {"appends": 0, "rebuilds": 0, "decode_appends": 0}
 
 
 def reset() -> None:

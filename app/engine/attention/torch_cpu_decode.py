@@ -28,11 +28,10 @@ class DecodeStep:
         self.slots = meta.slot_mapping
         self.L = meta.max_seq_len
         self.lens = list(meta.seq_lens_cpu)
-        self.mask = None  # (B, 1, 1, L) float, 0 where visible, -inf elsewhere; None: all visible
+        self.mask = None  # (B, L) bool, True where visible; None: every position of every sequence
         if any(n != self.L for n in self.lens):
-            valid = torch.arange(self.L).unsqueeze(0) < meta.seq_lens.unsqueeze(1)  # (B, L)
-            self.mask = valid  # converted to q's dtype at the first layer (SDPA does the same per call)
-        self._float_mask = None
+            self.mask = torch.arange(self.L).unsqueeze(0) < meta.seq_lens.unsqueeze(1)
+        self._float_mask = None  # (B, 1, 1, L) in q's dtype, 0 / -inf: made once, not per layer by SDPA
 
     @staticmethod
     def applies(meta: AttentionMetadata, k_cache: torch.Tensor) -> bool:
@@ -54,6 +53,7 @@ class DecodeStep:
         m.v.view(-1, D).index_copy_(0, idx, value.to(q.dtype).reshape(-1, D))
         m.lens, m.tables = self.lens, meta.block_tables
         torch_cpu.counters["appends"] += 1
+        torch_cpu.counters["decode_appends"] += 1
         L = self.L
         o = F.scaled_dot_product_attention(
             q.unsqueeze(2),  # (B, Hq, 1, D)
