@@ -26,8 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _timed_forward(llm, acc: list[float]) -> None:
-    """Accumulate time spent in the model's forward (wrapping the instance's forward)."""
-    model = llm.runner.model
+    """Accumulate time spent in the model's forward (wrapping the runner's forward: the lean or the
+    module path, whichever runs the step)."""
+    model = llm.runner
     real = model.forward
 
     def forward(*a, **kw):
@@ -57,7 +58,7 @@ def run_once(llm, prompts, max_new: int):
         for o in done:
             outs[o.request_id] = o
     llm.step()  # drop a step computed ahead (async scheduling), outside the timings
-    del llm.runner.model.forward
+    del llm.runner.forward
     return [outs[i].token_ids for i in ids], decode
 
 

@@ -63,6 +63,9 @@ class EngineConfig:
     kv_cache_scales: str | None = None
     lora_path: str | list[str] | None = None
     enable_compilation: bool = False
+    # CPU: run steps through the lean forward (models/lean.py: the same ops as the module path, as
+    # plain function calls; equal hidden states) where it applies; False: always the module path.
+    cpu_lean_forward: bool = True
     # Overlap the step loop: schedule and prepare step N+1 while step N runs on the device, and
     # read step N's tokens back with one non-blocking copy. None = on for CUDA, off on the CPU
     # (where the forward is synchronous and nothing can overlap); True forces it on the CPU too.

@@ -28,6 +28,8 @@ class StepInputs:
     # Async scheduling: (row of input_ids, row of the previous step's sampled tokens) for each
     # placeholder, i.e. each input token whose value is still on the device.
     fills: list[tuple[int, int]] = field(default_factory=list)
+    # logits_indices is every row in order (each token samples, as in pure decode): no gather needed
+    all_rows: bool = False
 
 
 class ModelRunner:
@@ -38,6 +40,7 @@ class ModelRunner:
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.kv_spec = KVCacheSpec(dtype)
         self.graphs = None  # CudaGraphDecoder when decode runs through CUDA graphs
+        self.lean = None  # LeanDecoder (models/lean.py) once use_lean_forward() enabled it
 
     @property
     def vocab_size(self) -> int:
@@ -123,8 +126,9 @@ class ModelRunner:
             max_query_len=max(qlens),
             max_seq_len=max(seq_lens),
         )
+        # rows are distinct and increasing within [0, T): as many as T means all of them, in order
         return StepInputs(t(ids, torch.int64), t(pos, torch.int64), meta, t(logits_idx, torch.int64), spans,
-                          fills)
+                          fills, all_rows=len(logits_idx) == len(ids))
 
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput, pending: PendingTokens | None = None
@@ -137,10 +141,32 @@ class ModelRunner:
         inp = self.prepare(out, pending)
         if inp.fills:
             pending.fill(inp.input_ids, inp.fills)
-        hidden = self.model(inp.input_ids, inp.positions, inp.meta)  # (T, hidden)
+        hidden, lean = self.forward(inp.input_ids, inp.positions, inp.meta)  # (T, hidden)
         if not inp.row_spans:
             return torch.empty(0, device=self.device), []
-        return self.model.compute_logits(hidden[inp.logits_indices]), inp.row_spans
+        rows = hidden if inp.all_rows else hidden[inp.logits_indices]
+        return (self.lean if lean else self.model).compute_logits(rows), inp.row_spans
+
+    def forward(self, input_ids, positions, meta) -> tuple[torch.Tensor, bool]:
+        """-> ((T, hidden) states, whether the lean forward computed them). The lean forward where it
+        applies; the model's own where not, and whenever the model's forward was replaced on the
+        instance (a tool wrapping it sees every step; benchmarks wrap this method instead)."""
+        if self.lean is not None and "forward" not in vars(self.model):
+            hidden = self.lean.forward(input_ids, positions, meta)
+            if hidden is not None:
+                return hidden, True
+        return self.model(input_ids, positions, meta), False
+
+    def use_lean_forward(self, on: bool = True) -> str:
+        """Run steps through the lean CPU forward (models/lean.py) where it applies; returns "on",
+        or why it is off (then every step takes the module path, the reference)."""
+        self.lean = None
+        if not on:
+            return "off (cpu_lean_forward=False)"
+        from .models.lean import LeanDecoder
+
+        self.lean, why = LeanDecoder.build(self.model)
+        return "on" if self.lean is not None else f"off ({why})"
 
     def _graphable(self, out: SchedulerOutput) -> bool:
         return len(out.scheduled) <= self.graphs.max_bs and all(

@@ -193,6 +193,8 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         from .compile import compile_model_
 
         report.compile = compile_model_(model, device)
+    if device.type == "cpu":  # after compilation: compiled pieces keep the module path
+        report.extra["lean_forward"] = runner.use_lean_forward(cfg.cpu_lean_forward)
     report.cuda_graphs = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
 

@@ -36,6 +36,20 @@ def test_cpu_backend_equals_reference(tiny_checkpoint, case):
     assert torch_cpu.counters["appends"] > before["appends"]
 
 
+def test_cpu_backend_equals_reference_on_the_module_path(tiny_checkpoint):
+    """The same with the lean CPU forward off (models/lean.py is on by default and has its own
+    attention step): PagedAttention -> torch_cpu.store_and_attend for every step."""
+    path = str(tiny_checkpoint("tiny"))
+    prompts = shared_prefix_prompts(n=6, seed=11)
+    params = [SamplingParams(max_tokens=6 + 3 * i, ignore_eos=True) for i in range(len(prompts))]
+    ref = LLM(path, attention_backend="torch_ref", block_size=4, cpu_lean_forward=False).generate(prompts, params)
+    fast = LLM(path, attention_backend="torch_cpu", block_size=4, cpu_lean_forward=False)
+    before = dict(torch_cpu.counters)
+    assert [o.token_ids for o in fast.generate(prompts, params)] == [o.token_ids for o in ref]
+    assert torch_cpu.counters["appends"] > before["appends"]
+    assert torch_cpu.counters["decode_appends"] == before["decode_appends"]  # the lean step never ran
+
+
 def test_cpu_backend_is_the_cpu_default(tiny_checkpoint):
     assert LLM(str(tiny_checkpoint("tiny")), device="cpu").load_report.attention_backend == "torch_cpu"
 

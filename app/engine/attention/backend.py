@@ -2,8 +2,9 @@
 
 A backend is a module exposing `store_kv(key, value, k_cache, v_cache, slot_mapping, k_scale,
 v_scale)` and `paged_attention(q, k_cache, v_cache, meta, scale, k_scale, v_scale)` with the
-semantics of `torch_ref`. New K/V is always stored before attention reads the cache; prefix
-sharing within one step relies on that order.
+semantics of `torch_ref`, and optionally `store_and_attend(q, key, value, k_cache, v_cache, meta,
+scale, k_scale, v_scale)`: both in one call, with the same result. New K/V is always stored before
+attention reads the cache; prefix sharing within one step relies on that order.
 """
 from __future__ import annotations
 
@@ -47,5 +48,8 @@ class PagedAttention(nn.Module):
         if self.k_scale is None and self.k_cache.dtype in FP8_DTYPES:
             raise RuntimeError("fp8 KV cache without scales: allocate it through ModelRunner with a "
                                "calibrated KVCacheSpec (app/engine/kv_cache_spec.py)")
+        both = getattr(b, "store_and_attend", None)  # optional: store + attend in one call (torch_cpu)
+        if both is not None:
+            return both(q, k, v, self.k_cache, self.v_cache, meta, self.scale, self.k_scale, self.v_scale)
         b.store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping, self.k_scale, self.v_scale)
         return b.paged_attention(q, self.k_cache, self.v_cache, meta, self.scale, self.k_scale, self.v_scale)

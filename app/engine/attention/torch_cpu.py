@@ -39,7 +39,8 @@ class _Mirror:
 
 
 _mirrors: dict[int, _Mirror] = {}  # id(k_cache) -> the layer's dense copy
-counters = {"appends": 0, "rebuilds": 0}  # for tests and profiling
+# for tests and profiling; decode_appends: appends by torch_cpu_decode.DecodeStep (the lean forward)
+counters = {"appends": 0, "rebuilds": 0, "decode_appends": 0}
 
 
 def reset() -> None:
@@ -61,12 +62,26 @@ def _all_slots_valid(slot_mapping: torch.Tensor) -> bool:
     return c[1]
 
 
-def store_kv(key, value, k_cache, v_cache, slot_mapping, k_scale=None, v_scale=None) -> None:
-    """torch_ref.store_kv, with the padding check done once per step (see _all_slots_valid)."""
+def store_kv(key, value, k_cache, v_cache, slot_mapping, k_scale=None, v_scale=None):
+    """torch_ref.store_kv, with the padding check done once per step (see _all_slots_valid).
+    Returns the (T, Hkv, D) key and value as stored (in the cache dtype), or None where the cache
+    holds them in another form (fp8) or some were skipped (padding)."""
     if torch_ref.is_fp8(k_cache.dtype) or not _all_slots_valid(slot_mapping):
-        return torch_ref.store_kv(key, value, k_cache, v_cache, slot_mapping, k_scale, v_scale)
-    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, key.to(k_cache.dtype))
-    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, value.to(v_cache.dtype))
+        torch_ref.store_kv(key, value, k_cache, v_cache, slot_mapping, k_scale, v_scale)
+        return None
+    key, value = key.to(k_cache.dtype), value.to(v_cache.dtype)
+    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, key)
+    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, value)
+    return key, value
+
+
+def store_and_attend(q, key, value, k_cache, v_cache, meta: AttentionMetadata, scale: float, k_scale=None,
+                     v_scale=None) -> torch.Tensor:
+    """store_kv then paged_attention, with the new tokens written into the dense copy from the
+    stored key/value themselves instead of read back out of the pool (the same values: what
+    the pool holds at those slots is exactly `stored`)."""
+    stored = store_kv(key, value, k_cache, v_cache, meta.slot_mapping, k_scale, v_scale)
+    return paged_attention(q, k_cache, v_cache, meta, scale, k_scale, v_scale, stored=stored)
 
 
 def paged_attention(
@@ -77,11 +92,12 @@ def paged_attention(
     scale: float,
     k_scale=None,
     v_scale=None,
+    stored: tuple[torch.Tensor, torch.Tensor] | None = None,  # this step's K/V as store_kv wrote them
 ) -> torch.Tensor:
     if meta.max_query_len > MAX_MIRROR_QUERY or q.shape[0] != sum(meta.query_lens_cpu):
         _mirrors.pop(id(k_cache), None)  # prefill: torch_ref (gathering whole prompts is its job)
         return torch_ref.paged_attention(q, k_cache, v_cache, meta, scale, k_scale, v_scale)
-    m = _mirror(q, k_cache, v_cache, meta, k_scale, v_scale)
+    m = _mirror(q, k_cache, v_cache, meta, k_scale, v_scale, stored)
     if m is None:
         return torch_ref.paged_attention(q, k_cache, v_cache, meta, scale, k_scale, v_scale)
     if not meta.is_pure_decode:  # a few tokens per sequence (speculative verification)
@@ -102,7 +118,7 @@ def paged_attention(
     return o.squeeze(2)
 
 
-def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale) -> _Mirror | None:
+def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale, stored=None) -> _Mirror | None:
     key = id(k_cache)
     lens = meta.seq_lens_cpu
     m = _mirrors.get(key)
@@ -112,8 +128,12 @@ def _mirror(q, k_cache, v_cache, meta: AttentionMetadata, k_scale, v_scale) -> _
         # one index_copy_ into the flat (B*Hkv*cap, D) view (cheaper than m.k[rows, :, pos] = ...).
         idx = plan.flat_index(m)  # (T*Hkv,)
         slots, D = meta.slot_mapping, m.k.shape[3]
-        m.k.view(-1, D).index_copy_(0, idx, _read(k_cache, slots, q.dtype, k_scale).reshape(-1, D))
-        m.v.view(-1, D).index_copy_(0, idx, _read(v_cache, slots, q.dtype, v_scale).reshape(-1, D))
+        if stored is not None:  # the values the pool now holds at `slots`, without reading them back
+            new_k, new_v = stored[0].to(q.dtype), stored[1].to(q.dtype)
+        else:
+            new_k, new_v = _read(k_cache, slots, q.dtype, k_scale), _read(v_cache, slots, q.dtype, v_scale)
+        m.k.view(-1, D).index_copy_(0, idx, new_k.reshape(-1, D))
+        m.v.view(-1, D).index_copy_(0, idx, new_v.reshape(-1, D))
         m.lens, m.tables = list(lens), meta.block_tables
         counters["appends"] += 1
         return m
@@ -145,6 +165,10 @@ class _StepPlan:
         B, H, cap, _ = m.k.shape
         if (H, cap) not in self._flat:
             meta = self.meta()
+            if meta.is_pure_decode:  # token i is sequence i's last position: a few numbers, in Python
+                self._flat[(H, cap)] = torch.tensor(
+                    [(i * H + h) * cap + n - 1 for i, n in enumerate(meta.seq_lens_cpu) for h in range(H)])
+                return self._flat[(H, cap)]
             if self.rows is None:
                 qlens, lens = meta.query_lens_cpu, meta.seq_lens_cpu
                 self.rows = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(qlens))  # (T,)
@@ -185,6 +209,8 @@ def _extends(m: _Mirror, meta: AttentionMetadata) -> bool:
     # padding entries past a sequence's blocks are meaningless).
     old, new = m.tables, meta.block_tables
     w = min(old.shape[1], new.shape[1])
+    if torch.equal(old[:, :w], new[:, :w]):  # the usual case, in one op: nothing changed
+        return True
     used = torch.arange(w).unsqueeze(0) < ((torch.tensor(starts) + m.block_size - 1) // m.block_size).unsqueeze(1)
     return bool(((old[:, :w] == new[:, :w]) | ~used).all())
 
