@@ -168,6 +168,11 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         from .quant.chain import keep_kernel_dtype_
 
         keep_kernel_dtype_(model)  # bf16 kernel outputs flow on: fewer dtype conversions per step (quant/chain.py)
+        from .quant.vnni import use_vnni_
+
+        kernel = use_vnni_(model, cfg.cpu_quant_kernel)  # small-M matmuls with integer dot products
+        if report.quantization is not None:
+            report.quantization.cpu_kernel = kernel
     report.load = load.done(model)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     backend = _backend_name(cfg, device)
