@@ -68,66 +68,74 @@ static void quantize_rows(const void *x, int bf16, int M, int K, int8_t *xq, flo
 
 /* ---------------------------------------------------------------- int4, torch CPU layout */
 
-/* One 64-row block, one activation row: out[0..63] */
-static void q4_block(const uint8_t *wb, const uint16_t *sz, int N, int n0, int K, int g, const int8_t *xq,
-                     const float *d, const float *gsum, float *out) {
+/* The byte permutations taking 4 consecutive k of a 64-row block (128 bytes) to one row's 4
+ * weights per 32-bit lane: IDX0 -> rows 0-15 (low nibbles) and 32-47 (high), IDX1 -> 16-31, 48-63 */
+static inline void q4_indices(__m512i *idx0, __m512i *idx1) {
+    uint8_t i0[64], i1[64];
+    for (int l = 0; l < 16; l++)
+        for (int i = 0; i < 4; i++) {
+            i0[l * 4 + i] = (uint8_t)(i * 32 + l);
+            i1[l * 4 + i] = (uint8_t)(i * 32 + l + 16);
+        }
+    *idx0 = _mm512_loadu_si512(i0);
+    *idx1 = _mm512_loadu_si512(i1);
+}
+
+/* One 64-row block against MT (1 or 2) activation rows sharing each unpacked weight:
+ * out[t * ldo + 0..63] for row t. gsum: per group (sum_b d_b sum(xq)_b, sum(x)) of each row. */
+static inline __attribute__((always_inline)) void q4_block_t(const uint8_t *wb, const uint16_t *sz, int N, int n0,
+                                                             int K, int g, const int8_t *xq, int ldx, const float *d,
+                                                             int ldd, const float *gsum, int ldg, float *out, int ldo,
+                                                             const int MT) {
     const __m512i lo4 = _mm512_set1_epi8(0x0F);
     __m512i idx0, idx1;
-    {
-        uint8_t i0[64], i1[64];
-        for (int l = 0; l < 16; l++)
-            for (int i = 0; i < 4; i++) {
-                i0[l * 4 + i] = (uint8_t)(i * 32 + l);
-                i1[l * 4 + i] = (uint8_t)(i * 32 + l + 16);
-            }
-        idx0 = _mm512_loadu_si512(i0);
-        idx1 = _mm512_loadu_si512(i1);
-    }
-    __m512 tot0 = _mm512_setzero_ps(), tot1 = tot0, tot2 = tot0, tot3 = tot0;
+    q4_indices(&idx0, &idx1);
+    __m512 tot[2][4];
+    for (int t = 0; t < MT; t++)
+        for (int r = 0; r < 4; r++) tot[t][r] = _mm512_setzero_ps();
     int G = K / g, bpg = g / QB;
     for (int j = 0; j < G; j++) {
-        __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+        __m512 f[2][4];
+        for (int t = 0; t < MT; t++)
+            for (int r = 0; r < 4; r++) f[t][r] = _mm512_setzero_ps();
         for (int bb = 0; bb < bpg; bb++) {
             int b = j * bpg + bb;
-            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+            __m512i a[2][4];
+            for (int t = 0; t < MT; t++)
+                for (int r = 0; r < 4; r++) a[t][r] = _mm512_setzero_si512();
             const uint8_t *p = wb + (size_t)b * QB * 32;
-            const int8_t *xb = xq + b * QB;
             for (int st = 0; st < QB / 4; st++) {
                 __m512i A = _mm512_loadu_si512(p + st * 128), B = _mm512_loadu_si512(p + st * 128 + 64);
-                __m512i z0 = _mm512_permutex2var_epi8(A, idx0, B); /* rows 0-15 lo, 32-47 hi */
-                __m512i z1 = _mm512_permutex2var_epi8(A, idx1, B); /* rows 16-31 lo, 48-63 hi */
-                int32_t x4;
-                memcpy(&x4, xb + st * 4, 4);
-                __m512i xv = _mm512_set1_epi32(x4);
-                a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(z0, lo4), xv);
-                a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(z1, lo4), xv);
-                a2 = _mm512_dpbusd_epi32(a2, _mm512_and_si512(_mm512_srli_epi16(z0, 4), lo4), xv);
-                a3 = _mm512_dpbusd_epi32(a3, _mm512_and_si512(_mm512_srli_epi16(z1, 4), lo4), xv);
+                __m512i z0 = _mm512_permutex2var_epi8(A, idx0, B), z1 = _mm512_permutex2var_epi8(A, idx1, B);
+                __m512i w[4] = {_mm512_and_si512(z0, lo4), _mm512_and_si512(z1, lo4),
+                                _mm512_and_si512(_mm512_srli_epi16(z0, 4), lo4),
+                                _mm512_and_si512(_mm512_srli_epi16(z1, 4), lo4)};
+                for (int t = 0; t < MT; t++) {
+                    int32_t x4;
+                    memcpy(&x4, xq + (size_t)t * ldx + b * QB + st * 4, 4);
+                    __m512i xv = _mm512_set1_epi32(x4);
+                    for (int r = 0; r < 4; r++) a[t][r] = _mm512_dpbusd_epi32(a[t][r], w[r], xv);
+                }
             }
-            __m512 db = _mm512_set1_ps(d[b]);
-            f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), db, f0);
-            f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), db, f1);
-            f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a2), db, f2);
-            f3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a3), db, f3);
+            for (int t = 0; t < MT; t++) {
+                __m512 db = _mm512_set1_ps(d[t * ldd + b]);
+                for (int r = 0; r < 4; r++) f[t][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[t][r]), db, f[t][r]);
+            }
         }
         /* (scale, zero) bf16 pairs of 16 rows = 16 32-bit lanes: scale in the low half, zero in the high */
         const uint16_t *sj = sz + ((size_t)j * N + n0) * 2;
-        /* gsum[2j] = sum_b d_b sum(xq)_b, gsum[2j + 1] = sum(x) over the group */
-        __m512 q8s = _mm512_set1_ps(8.f * gsum[2 * j]), xs = _mm512_set1_ps(gsum[2 * j + 1]);
-        __m512 *tots[4] = {&tot0, &tot1, &tot2, &tot3};
-        __m512 fs[4] = {f0, f1, f2, f3};
         for (int r = 0; r < 4; r++) {
             __m512i pr = _mm512_loadu_si512(sj + r * 32);
             __m512 sc = _mm512_castsi512_ps(_mm512_slli_epi32(pr, 16));
             __m512 ze = _mm512_castsi512_ps(_mm512_and_si512(pr, _mm512_set1_epi32((int)0xFFFF0000u)));
-            __m512 t = _mm512_fmadd_ps(_mm512_sub_ps(fs[r], q8s), sc, *tots[r]);
-            *tots[r] = _mm512_fmadd_ps(ze, xs, t);
+            for (int t = 0; t < MT; t++) {
+                __m512 q8s = _mm512_set1_ps(8.f * gsum[t * ldg + 2 * j]), xs = _mm512_set1_ps(gsum[t * ldg + 2 * j + 1]);
+                tot[t][r] = _mm512_fmadd_ps(ze, xs, _mm512_fmadd_ps(_mm512_sub_ps(f[t][r], q8s), sc, tot[t][r]));
+            }
         }
     }
-    _mm512_storeu_ps(out, tot0);
-    _mm512_storeu_ps(out + 16, tot1);
-    _mm512_storeu_ps(out + 32, tot2);
-    _mm512_storeu_ps(out + 48, tot3);
+    for (int t = 0; t < MT; t++)
+        for (int r = 0; r < 4; r++) _mm512_storeu_ps(out + (size_t)t * ldo + r * 16, tot[t][r]);
 }
 
 /* x (M, K); packed: torch CPU int4 layout of an (N, K) weight; y (M, N) float32. 0 or an error code. */
@@ -159,9 +167,13 @@ int q4_mm(const void *x, int x_bf16, int M, int K, const uint8_t *packed, const 
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < blocks; blk++) {
         const uint8_t *wb = packed + (size_t)blk * 64 * (K / 2);
-        for (int m = 0; m < M; m++)
-            q4_block(wb, sz, N, blk * 64, K, g, xq + (size_t)m * K, d + m * nb, xg + m * G * 2,
-                     y + (size_t)m * N + blk * 64);
+        int m = 0;
+        for (; m + 2 <= M; m += 2)  /* two activation rows per pass: each unpacked weight used twice */
+            q4_block_t(wb, sz, N, blk * 64, K, g, xq + (size_t)m * K, K, d + m * nb, nb, xg + m * G * 2, G * 2,
+                       y + (size_t)m * N + blk * 64, N, 2);
+        if (m < M)
+            q4_block_t(wb, sz, N, blk * 64, K, g, xq + (size_t)m * K, K, d + m * nb, nb, xg + m * G * 2, G * 2,
+                       y + (size_t)m * N + blk * 64, N, 1);
     }
     free(xq); free(d); free(s); free(xg);
     return 0;

@@ -4,8 +4,8 @@ forward(x) with M = number of rows of x:
 - M < dense_min_m (or dense_min_m None): the packed int4 kernel (activations cast to the kernel
   dtype: bf16 on CUDA, cfg.cpu_compute_dtype on CPU; output cast back to x's dtype, unless
   keep_kernel_dtype is set: chain.py).
-- M <= vnni_max_m (0 = never; set by vnni.use_vnni_): quant/vnni.py's kernel on the same packed
-  weights, activations rounded to int8 per block of 32, float32 output.
+- M <= vnni_max_m (0 = never; any M where the CPU has them: vnni.use_vnni_): quant/vnni.py's
+  kernel on the same packed weights, activations rounded to int8 per block of 32, float32 output.
 - M >= dense_min_m: dequantize the weight to the same kernel dtype and run F.linear (the packed
   kernels slow down at large M; a dense matmul does not), on the CPU a block of rows at a time
   (dense_blocks.py).

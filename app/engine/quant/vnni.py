@@ -186,13 +186,18 @@ def reference_q8(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch
 
 # ----- which layers use them ----------------------------------------------------------------------
 
-# Largest M (rows in the call) each kernel takes; torch's kernels above. Measured with 1 thread on
-# the 2-core Zen 5 VM (CPU seconds, machine loaded), Qwen2.5-Coder-1.5B shapes, 2026-11-29:
-#   int4, 28 layers x (qkv, o, gate_up, down): M=1 16.3 vs 38.1 ms (torch), M=2 26.5 vs 46.9,
-#   M=4 43.3 vs 66.7; int8 LM head 151936 x 1536: M=1 10.5 vs 15.6 ms, M=4 18.9 vs 15.7
-#   (the int8 kernel re-signs the weights for each row).
-MAX_M = {"4bit": 4, "8bit": 1}
+# Largest M (rows in the call) each kernel takes (None: any); torch's kernels above. Measured with
+# 1 thread on the 2-core Zen 5 VM (CPU seconds, machine loaded by other jobs), Qwen2.5-Coder-1.5B
+# shapes, torch 2.13, 2026-11-29:
+#   int4, 28 layers x (qkv, o, gate_up, down): M=1 16.3 ms vs 38.1 (torch int4), M=2 26.5 vs 46.9,
+#   M=4 43.3 vs 66.7. The 1536 -> 17920 gate|up alone: M=8 1.1 ms vs 2.8 (torch int4) vs 28.7
+#   (dequantize + bf16 matmul, the old prefill path), M=64 6.1 vs 21.2 vs 37.5, M=271 24.8 vs 90.2
+#   vs 62.0: faster at every M, so int4 prefill uses it too (no dequantized blocks either).
+#   int8 LM head 151936 x 1536: M=1 10.5 vs 15.6 ms, M=4 18.9 vs 15.7 (the int8 kernel re-signs
+#   the weights for each row): decode of one sequence only.
+MAX_M = {"4bit": None, "8bit": 1}
 MODES = ("auto", "torch", "vnni")
+ANY_M = 1 << 62
 
 
 def layer_problem(m) -> str | None:
@@ -233,7 +238,8 @@ def use_vnni_(model: torch.nn.Module, mode: str = "auto") -> dict:
             continue
         p = layer_problem(m)
         if p is None:
-            m.vnni_max_m = MAX_M["4bit" if hasattr(m, "group_size") else "8bit"]
+            limit = MAX_M["4bit" if hasattr(m, "group_size") else "8bit"]
+            m.vnni_max_m = ANY_M if limit is None else limit
             n += 1
         else:
             skipped[name] = p
