@@ -103,7 +103,7 @@ def test_required_kernels_say_why_they_cannot_run(monkeypatch):
     assert vnni.use_vnni_(model, "auto") == {"kernel": "torch", "layers": 0, "reason": "this CPU lacks avx512_vnni"}
     with pytest.raises(ValueError, match="lacks avx512_vnni.*'auto' or 'torch'"):
         vnni.use_vnni_(model, "vnni")
-    with pytest.raises(ValueError, match="cpu_quant_kernel"):
+    with pytest.raises(ValueError, match="cpu_kernels"):
         vnni.use_vnni_(model, "fast")
 
 
@@ -117,9 +117,43 @@ def test_engine_with_vnni_kernels_agrees_with_torch_kernels(tiny_checkpoint, fmt
     fast = LLM(path, **kw)
     rep = fast.load_report.quantization.cpu_kernel
     assert rep["kernel"] == "vnni" and rep["layers"] >= 8  # every projection of both layers + the head
-    slow = LLM(path, cpu_quant_kernel="torch", **kw)
+    slow = LLM(path, cpu_kernels="torch", **kw)
     assert slow.load_report.quantization.cpu_kernel["kernel"] == "torch"
     prompts = shared_prefix_prompts(n=3)
     sp = SamplingParams(max_tokens=12, ignore_eos=True)
     outs = [fast.generate([p], sp)[0].token_ids for p in prompts]  # one at a time: M = 1 decode steps
     assert teacher_forced_agreement(slow, prompts, outs) >= 0.9
+
+
+@needs_vnni
+@pytest.mark.parametrize("n,k", [(7, 64), (130, 128), (64, 320)])
+def test_bf16_kernel_matches_f_linear(n, k):
+    """vdpbf16ps: exact bf16 products, float32 sums in another order, one rounding: equal to
+    F.linear's bf16 result within one bf16 ulp (on these shapes: bit for bit)."""
+    from app.engine.layers.bf16_linear import Bf16Linear, use_bf16_kernel_
+
+    torch.manual_seed(n)
+    model = torch.nn.Sequential(torch.nn.Linear(k, n, bias=True)).to(torch.bfloat16)
+    weight = model[0].weight
+    xs = {m: torch.randn(m, k).bfloat16() for m in (1, 2, 3)}
+    want = {m: model(x) for m, x in xs.items()}
+    rep = use_bf16_kernel_(model, "auto")
+    assert rep["layers"] == 1 and isinstance(model[0], Bf16Linear) and model[0].weight is weight
+    for m, x in xs.items():
+        torch.testing.assert_close(model(x), want[m], atol=0, rtol=2 ** -7)
+    assert (model(xs[1]) == want[1]).float().mean().item() >= 0.99
+
+
+@needs_vnni
+def test_engine_bf16_with_the_kernel_agrees_with_torch(tiny_checkpoint):
+    path = str(tiny_checkpoint("tiny"))  # tied head: the tie survives the swap
+    fast = LLM(path, dtype="bfloat16", block_size=4)
+    assert fast.load_report.cpu_kernel["kernel"] == "vnni"
+    model = fast.runner.model
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    slow = LLM(path, dtype="bfloat16", block_size=4, cpu_kernels="torch")
+    assert slow.load_report.cpu_kernel["kernel"] == "torch"
+    prompts = shared_prefix_prompts(n=3)
+    sp = SamplingParams(max_tokens=12, ignore_eos=True)
+    outs = [fast.generate([p], sp)[0].token_ids for p in prompts]
+    assert teacher_forced_agreement(slow, prompts, outs) >= 0.95

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("cpu_vnni.c")
-FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512vbmi", "-mfma", "-fopenmp",
-         "-shared", "-fPIC")
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi")
+FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512vbmi", "-mavx512bf16", "-mfma",
+         "-fopenmp", "-shared", "-fPIC")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi", "avx512_bf16")
 BLOCK = 32  # activation block (QB in the C source)
 
 
@@ -91,7 +91,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     P, I = ctypes.c_void_p, ctypes.c_int
     lib.q4_mm.argtypes = [P, I, I, I, P, P, I, I, P]
     lib.q8_mm.argtypes = [P, I, I, I, P, P, I, P]
-    lib.q4_mm.restype = lib.q8_mm.restype = I
+    lib.bf16_mm.argtypes = [P, I, I, I, P, I, P, I]
+    lib.q4_mm.restype = lib.q8_mm.restype = lib.bf16_mm.restype = I
     return lib, None
 
 
@@ -148,6 +149,25 @@ def q8_mm(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor
     rc = lib.q8_mm(x.data_ptr(), is_bf16, x.shape[0], k, w.data_ptr(), scale.data_ptr(), n, y.data_ptr())
     if rc:
         raise ValueError(f"q8_mm refused (code {rc}): N={n} K={k}")
+    return y
+
+
+def bf16_mm(x: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """x (M, K) fp32|bf16 @ w (N, K) bf16 -> (M, N) in out_dtype (default x's dtype; bf16 rounded
+    once from the float32 sums; fp32 input is rounded to bf16 first). K % 32 == 0."""
+    lib = _load()[0]
+    n, k = w.shape
+    x, is_bf16 = _check_x(x, k)
+    if w.dtype != torch.bfloat16 or not w.is_contiguous():
+        raise ValueError("bf16_mm needs a contiguous bf16 weight")
+    out_dtype = out_dtype or x.dtype
+    if out_dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"bf16_mm writes float32 or bfloat16, not {out_dtype}")
+    y = torch.empty(x.shape[0], n, dtype=out_dtype)
+    rc = lib.bf16_mm(x.data_ptr(), is_bf16, x.shape[0], k, w.data_ptr(), n, y.data_ptr(),
+                     int(out_dtype == torch.bfloat16))
+    if rc:
+        raise ValueError(f"bf16_mm refused (code {rc}): N={n} K={k}")
     return y
 
 
@@ -222,14 +242,14 @@ def use_vnni_(model: torch.nn.Module, mode: str = "auto") -> dict:
     returns the report entry {"kernel", "layers", "max_m", "reason"}. mode: "auto" (where they can
     run), "torch" (never), "vnni" (required: ValueError with the reason when they cannot run)."""
     if mode not in MODES:
-        raise ValueError(f"cpu_quant_kernel must be one of {MODES}, got {mode!r}")
+        raise ValueError(f"cpu_kernels must be one of {MODES}, got {mode!r}")
     layers = [m for m in model.modules() if hasattr(m, "vnni_max_m")]
     for m in layers:
         m.vnni_max_m = 0
-    why = "cpu_quant_kernel='torch'" if mode == "torch" else problem()
+    why = "cpu_kernels='torch'" if mode == "torch" else problem()
     if why is not None:
         if mode == "vnni":
-            raise ValueError(f"cpu_quant_kernel='vnni' but the VNNI kernels cannot run here: {why}; "
+            raise ValueError(f"cpu_kernels='vnni' but the VNNI kernels cannot run here: {why}; "
                              "use 'auto' or 'torch'")
         return {"kernel": "torch", "layers": 0, "reason": why}
     n, skipped = 0, {}
