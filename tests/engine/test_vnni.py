@@ -157,3 +157,21 @@ def test_engine_bf16_with_the_kernel_agrees_with_torch(tiny_checkpoint):
     sp = SamplingParams(max_tokens=12, ignore_eos=True)
     outs = [fast.generate([p], sp)[0].token_ids for p in prompts]
     assert teacher_forced_agreement(slow, prompts, outs) >= 0.95
+
+
+@needs_vnni
+def test_kernels_take_the_callers_thread_count_and_do_not_depend_on_it():
+    """Threads split output rows only: 1 and 2 threads give the same bits."""
+    q, s, z, packed, sz = _int4(256, 256, 128)
+    w8 = torch.randint(-127, 128, (256, 256), dtype=torch.int8)
+    sc = torch.rand(256).bfloat16()
+    x = torch.randn(3, 256)
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for nt in (1, 2):
+            torch.set_num_threads(nt)
+            outs.append((vnni.q4_mm(x, packed, sz, 128, 256), vnni.q8_mm(x[:1], w8, sc), vnni.bf16_mm(x, w8.bfloat16())))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*outs))

@@ -28,8 +28,9 @@
  * y = scale * sum_blocks d_b * dot(w, xq)_b. vpdpbusd multiplies unsigned by signed bytes: it gets
  * |xq| and w with the sign of xq moved onto it. Four rows at a time, one horizontal sum per row.
  *
- * Threads: OpenMP over row blocks. The library is loaded after torch, so libgomp resolves to the
- * copy torch already loaded: one thread pool for both (vnni.py checks).
+ * Threads: OpenMP over row blocks, nt threads (torch.get_num_threads() of the caller: the engine
+ * thread's OpenMP settings are not the main thread's). The library is loaded after torch, so
+ * libgomp resolves to the copy torch already loaded: one thread pool for both (vnni.py checks).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -140,7 +141,7 @@ static inline __attribute__((always_inline)) void q4_block_t(const uint8_t *wb, 
 
 /* x (M, K); packed: torch CPU int4 layout of an (N, K) weight; y (M, N) float32. 0 or an error code. */
 int q4_mm(const void *x, int x_bf16, int M, int K, const uint8_t *packed, const uint16_t *sz, int N, int g,
-          float *y) {
+          float *y, int nt) {
     if (M < 1 || K % QB || g % QB || K % g || N % 64) return -1;
     int nb = K / QB, G = K / g, bpg = g / QB;
     int8_t *xq = malloc((size_t)M * K);
@@ -164,7 +165,7 @@ int q4_mm(const void *x, int x_bf16, int M, int K, const uint8_t *packed, const 
             xg[(m * G + j) * 2 + 1] = a;
         }
     int blocks = N / 64;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int blk = 0; blk < blocks; blk++) {
         const uint8_t *wb = packed + (size_t)blk * 64 * (K / 2);
         int m = 0;
@@ -221,7 +222,7 @@ static void q8_row1(const int8_t *w, const uint16_t *scale, int K, int n, const 
 }
 
 /* x (M, K); w (N, K) int8; scale (N,) bf16; y (M, N) float32. K % 64 == 0. */
-int q8_mm(const void *x, int x_bf16, int M, int K, const int8_t *w, const uint16_t *scale, int N, float *y) {
+int q8_mm(const void *x, int x_bf16, int M, int K, const int8_t *w, const uint16_t *scale, int N, float *y, int nt) {
     if (M < 1 || K % 64) return -1;
     int nb = K / QB, nc = K / 64;
     int8_t *xq = malloc((size_t)M * K);
@@ -242,7 +243,7 @@ int q8_mm(const void *x, int x_bf16, int M, int K, const int8_t *w, const uint16
             for (int l = 0; l < 16; l++) dv[(m * nc + c) * 16 + l] = d[m * nb + 2 * c + (l >= 8)];
         }
     int quads = N / 4;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int qd = 0; qd < quads; qd++) {
         for (int m = 0; m < M; m++) {
             float o[4];
@@ -265,7 +266,7 @@ int q8_mm(const void *x, int x_bf16, int M, int K, const int8_t *w, const uint16
  * Output float32 (y_bf16 = 0) or bf16 rounded to nearest even (y_bf16 = 1). K % 32 == 0. */
 static inline __m512bh bf16_load_x(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512(p); }
 
-int bf16_mm(const void *x, int x_bf16, int M, int K, const uint16_t *w, int N, void *y, int y_bf16) {
+int bf16_mm(const void *x, int x_bf16, int M, int K, const uint16_t *w, int N, void *y, int y_bf16, int nt) {
     if (M < 1 || K % 32) return -1;
     uint16_t *xb = malloc(sizeof(uint16_t) * (size_t)M * K);
     if (!xb) return -2;
@@ -278,7 +279,7 @@ int bf16_mm(const void *x, int x_bf16, int M, int K, const uint16_t *w, int N, v
         }
     }
     int quads = N / 4;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nt)
     for (int qd = 0; qd < quads + (N % 4 ? 1 : 0); qd++) {
         int n0 = qd * 4, rows = N - n0 < 4 ? N - n0 : 4;
         for (int m = 0; m < M; m++) {

@@ -89,9 +89,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     if problem:
         return None, problem
     P, I = ctypes.c_void_p, ctypes.c_int
-    lib.q4_mm.argtypes = [P, I, I, I, P, P, I, I, P]
-    lib.q8_mm.argtypes = [P, I, I, I, P, P, I, P]
-    lib.bf16_mm.argtypes = [P, I, I, I, P, I, P, I]
+    lib.q4_mm.argtypes = [P, I, I, I, P, P, I, I, P, I]
+    lib.q8_mm.argtypes = [P, I, I, I, P, P, I, P, I]
+    lib.bf16_mm.argtypes = [P, I, I, I, P, I, P, I, I]
     lib.q4_mm.restype = lib.q8_mm.restype = lib.bf16_mm.restype = I
     return lib, None
 
@@ -132,7 +132,8 @@ def q4_mm(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, group_size: i
     if sz.dtype != torch.bfloat16 or not sz.is_contiguous() or not packed.is_contiguous():
         raise ValueError("q4_mm needs contiguous packed weights and bf16 scales_and_zeros")
     y = torch.empty(x.shape[0], n, dtype=torch.float32)
-    rc = lib.q4_mm(x.data_ptr(), is_bf16, x.shape[0], k, packed.data_ptr(), sz.data_ptr(), n, group_size, y.data_ptr())
+    rc = lib.q4_mm(x.data_ptr(), is_bf16, x.shape[0], k, packed.data_ptr(), sz.data_ptr(), n, group_size, y.data_ptr(),
+                   torch.get_num_threads())
     if rc:
         raise ValueError(f"q4_mm refused (code {rc}): N={n} K={k} group={group_size}")
     return y
@@ -146,7 +147,8 @@ def q8_mm(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor
     if scale.dtype != torch.bfloat16 or not w.is_contiguous() or not scale.is_contiguous():
         raise ValueError("q8_mm needs a contiguous int8 weight and a bf16 scale")
     y = torch.empty(x.shape[0], n, dtype=torch.float32)
-    rc = lib.q8_mm(x.data_ptr(), is_bf16, x.shape[0], k, w.data_ptr(), scale.data_ptr(), n, y.data_ptr())
+    rc = lib.q8_mm(x.data_ptr(), is_bf16, x.shape[0], k, w.data_ptr(), scale.data_ptr(), n, y.data_ptr(),
+                   torch.get_num_threads())
     if rc:
         raise ValueError(f"q8_mm refused (code {rc}): N={n} K={k}")
     return y
@@ -165,7 +167,7 @@ def bf16_mm(x: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype | None = No
         raise ValueError(f"bf16_mm writes float32 or bfloat16, not {out_dtype}")
     y = torch.empty(x.shape[0], n, dtype=out_dtype)
     rc = lib.bf16_mm(x.data_ptr(), is_bf16, x.shape[0], k, w.data_ptr(), n, y.data_ptr(),
-                     int(out_dtype == torch.bfloat16))
+                     int(out_dtype == torch.bfloat16), torch.get_num_threads())
     if rc:
         raise ValueError(f"bf16_mm refused (code {rc}): N={n} K={k}")
     return y
