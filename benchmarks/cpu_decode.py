@@ -44,9 +44,12 @@ ATTENTION = ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_fl
 def engine(path: str, fmt: str, args):
     from app.engine import LLM
 
+    fmt, _, kernel = fmt.partition(":")  # "4bit:torch" = 4bit with EngineConfig.cpu_kernels="torch"
     quant = fmt if fmt in ("4bit", "8bit") else None
     dtype = "bfloat16" if fmt == "bf16" else "float32"
     extra = {"quant_lm_head": args.lm_head} if args.lm_head != "auto" else {}  # (older checkouts lack it)
+    if (kernel or args.cpu_kernel) != "auto":
+        extra["cpu_kernels"] = kernel or args.cpu_kernel
     return LLM(path, device="cpu", quantization=quant, dtype=dtype, max_num_seqs=max(args.batch), **extra,
                kv_cache_memory_gb=args.kv_gb, max_model_len=args.prompt_len + 3 * args.steps + 64,
                quant_cache_dir=args.quant_cache, enable_compilation=args.compile)
@@ -155,7 +158,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", help="checkpoint dir")
     ap.add_argument("--preset", help="random checkpoint of this shape (benchmarks.random_checkpoint), temporary")
     ap.add_argument("--dry-run", action="store_true", help="tiny random model, few steps")
-    ap.add_argument("--formats", default="4bit,8bit,bf16,fp32")
+    ap.add_argument("--formats", default="4bit,8bit,bf16,fp32",
+                    help="comma-separated; FORMAT:KERNEL sets cpu_kernels for one entry (4bit:torch)")
     ap.add_argument("--batch", default="1,8", help="comma-separated decode batch sizes")
     ap.add_argument("--prompt-len", type=int, default=271)
     ap.add_argument("--steps", type=int, default=16)
@@ -165,6 +169,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quant-cache", default="", help="quantized-weights cache dir ('' = none)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--lm-head", default="auto", help="EngineConfig.quant_lm_head (auto | 8bit | dense)")
+    ap.add_argument("--cpu-kernel", default="auto", help="EngineConfig.cpu_kernels (auto | torch | vnni)")
     ap.add_argument("--compile", action="store_true", help="EngineConfig.enable_compilation (app/engine/compile.py)")
     ap.add_argument("--code", help="import app from this checkout (--code=DIR)")
     ap.add_argument("--json")

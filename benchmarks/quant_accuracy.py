@@ -39,6 +39,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.engine.quant import Fp8Linear, QuantConfig, quantize_model_, supported_formats  # noqa: E402
 from app.engine.quant.chain import keep_kernel_dtype_  # noqa: E402
+from app.engine.quant.vnni import use_vnni_  # noqa: E402
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "shared" / "models" / "docstring-13m"
 
@@ -139,6 +140,10 @@ def configurations(device) -> list[tuple[str, object]]:
         # what the engine runs on the CPU: bf16 kernel outputs kept between layers (quant/chain.py)
         ("8bit, kept bf16 (engine CPU)", ("keep", QuantConfig(format="8bit"))),
         ("4bit g128, kept bf16 (engine CPU)", ("keep", QuantConfig(format="4bit", group_size=128))),
+        # ... plus the VNNI kernels at M <= 4 (quant/vnni.py; int8 activations): the engine's CPU
+        # default where they build. Only decode-sized calls use them: see --decode.
+        ("8bit, kept bf16 + VNNI (engine CPU)", ("vnni", QuantConfig(format="8bit"))),
+        ("4bit g128, kept bf16 + VNNI (engine CPU)", ("vnni", QuantConfig(format="4bit", group_size=128))),
         ("4bit g128 hqq", QuantConfig(format="4bit", group_size=128, hqq=True)),
         ("4bit g64", QuantConfig(format="4bit", group_size=64)),
     ]
@@ -153,13 +158,28 @@ def configurations(device) -> list[tuple[str, object]]:
 
 
 @torch.no_grad()
-def evaluate(model, ref_model, samples, new_tokens) -> dict:
+def decode_logits(model, prompt: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced logits as a decoding engine computes them: the prompt in one forward, then the
+    continuation one token per forward through the KV cache (M = 1: the batch-1 decode kernels).
+    -> (len(cont), vocab): the prediction for each continuation token."""
+    out = model(prompt, use_cache=True)
+    rows, past = [out.logits[0, -1]], out.past_key_values
+    for t in cont[:-1]:
+        out = model(t.view(1, 1), past_key_values=past, use_cache=True)
+        rows.append(out.logits[0, -1])
+        past = out.past_key_values
+    return torch.stack(rows).float()
+
+
+@torch.no_grad()
+def evaluate(model, ref_model, samples, new_tokens, decode: bool = False) -> dict:
     agree = total = 0
     prefix_frac, kls, nll, n_nll = [], [], 0.0, 0
     for s in samples:
-        # teacher-forced on the reference continuation
+        # teacher-forced on the reference continuation (decode: token by token, as in generation)
         seq = torch.cat([s["prompt"], s["ref_cont"][None]], dim=1)
-        lq = model(seq).logits[0, s["n_prompt"] - 1 : -1].float()  # (new_tokens, vocab)
+        lq = decode_logits(model, s["prompt"], s["ref_cont"]) if decode else \
+            model(seq).logits[0, s["n_prompt"] - 1 : -1].float()  # (new_tokens, vocab)
         lr = s["ref_logits"]
         agree += int((lq.argmax(-1) == s["ref_cont"]).sum())
         total += lq.shape[0]
@@ -185,6 +205,9 @@ def main(argv=None):
     ap.add_argument("--dtype", default=None, help="model dtype (default float32 on CPU, bfloat16 on CUDA)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads; 1 is much steadier on a shared 2-core machine")
+    ap.add_argument("--decode", action="store_true",
+                    help="teacher-forced agreement/KL token by token through the KV cache (M = 1 calls: "
+                         "the batch-1 decode kernels) instead of one forward over the whole sequence")
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", default=None, help="comma-separated substrings: run only configurations whose label has one")
     a = ap.parse_args(argv)
@@ -212,7 +235,7 @@ def main(argv=None):
             doc_ids, doc_start = encode(tok, code, doc, device)
             samples.append({"prompt": prompt, "n_prompt": n_prompt, "ref_cont": cont, "doc_ids": doc_ids,
                             "doc_start": doc_start, "ref_logits": ref(seq).logits[0, n_prompt - 1 : -1].float()})
-    rows = {"reference (unquantized)": evaluate(ref, ref, samples, a.new_tokens)}
+    rows = {"reference (unquantized)": evaluate(ref, ref, samples, a.new_tokens, a.decode)}
     rows["reference (unquantized)"]["weight_mb"] = None
     for label, cfg in configurations(device):
         if a.only and not any(o in label for o in a.only.split(",")):
@@ -221,15 +244,17 @@ def main(argv=None):
         t0 = time.perf_counter()
         if cfg == "fp8-cpu":
             rep = fp8_swap_cpu(model)
-        elif isinstance(cfg, tuple) and cfg[0] == "keep":
+        elif isinstance(cfg, tuple) and cfg[0] in ("keep", "vnni"):
             rep = quantize_model_(model, cfg[1])
             keep_kernel_dtype_(model)
+            if cfg[0] == "vnni":
+                rep["vnni"] = use_vnni_(model, "vnni" if device.type == "cpu" else "torch")
         elif isinstance(cfg, tuple):
             rep = rtn_fake_quant_(model, cfg[1], cfg[2])
         else:
             rep = quantize_model_(model, cfg)
         secs = time.perf_counter() - t0
-        rows[label] = evaluate(model, ref, samples, a.new_tokens)
+        rows[label] = evaluate(model, ref, samples, a.new_tokens, a.decode)
         rows[label].update(quantized_layers=len(rep["quantized"]), quantize_s=secs,
                            weight_mb=rep.get("bytes_after", 0) / 2**20 if "bytes_after" in rep else None)
     print(f"checkpoint {a.model}, device {device}, dtype {dtype}, torch {torch.__version__}; "
@@ -243,7 +268,7 @@ def main(argv=None):
     if a.json:
         Path(a.json).write_text(json.dumps({"checkpoint": a.model, "device": str(device), "dtype": str(dtype),
                                             "torch": torch.__version__, "n_prompts": len(samples),
-                                            "new_tokens": a.new_tokens, "rows": rows,
+                                            "new_tokens": a.new_tokens, "rows": rows, "decode": a.decode,
                                             "date": time.strftime("%Y-%m-%d")}, indent=2))
 
 

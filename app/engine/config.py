@@ -58,6 +58,12 @@ class EngineConfig:
     # threads than cores avoids waiting at every op for a preempted thread: on the 2-core VM loaded by
     # other jobs, 1 thread decoded cpu-31m at 4 bits ~100x faster than 2 (BENCHMARKS.md, issue 14).
     cpu_threads: int | None = None
+    # CPU int4/int8 matmuls of at most a few rows (batch-1 decode, the LM head of one sequence):
+    # "auto" = the AVX-512 VNNI kernels of quant/vnni.py where the CPU and a C compiler allow them
+    # (activations rounded to int8 per block of 32, as llama.cpp does; faster, slightly lossy:
+    # BENCHMARKS.md, issue 14), else torch's; "torch" = torch's kernels only (bf16 activations);
+    # "vnni" = the VNNI kernels or an error saying why they cannot run.
+    cpu_kernels: str = "auto"
     kv_cache_dtype: str = "auto"
     # fp8 KV: a JSON file of per-layer scales (KVScales.save); None = calibrate at load on a fixed prompt
     kv_cache_scales: str | None = None
@@ -87,6 +93,8 @@ class EngineConfig:
             raise ValueError(f"kv_cache_dtype must be one of {KV_DTYPES}, got {self.kv_cache_dtype!r}")
         if self.cpu_threads is not None and (not isinstance(self.cpu_threads, int) or self.cpu_threads < 1):
             raise ValueError(f"cpu_threads must be None or a positive integer, got {self.cpu_threads!r}")
+        if self.cpu_kernels not in ("auto", "torch", "vnni"):
+            raise ValueError(f"cpu_kernels must be 'auto', 'torch' or 'vnni', got {self.cpu_kernels!r}")
         if self.quant_lm_head not in ("auto", "8bit", "dense"):
             raise ValueError(f"quant_lm_head must be 'auto', '8bit' or 'dense', got {self.quant_lm_head!r}")
         if self.kv_cache_scales is not None and self.kv_cache_dtype != "fp8":

@@ -78,7 +78,7 @@ class QuantReport(_Record):
     """The weight quantizer's report (app.engine.quant: quantize_model_, the streamed loader and
     prequantized_report all write these keys). A pre-quantized checkpoint's own keys (method,
     checkpoint_format, checkpoint_group_size, sym, description) are in extra."""
-    _ABSENT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"streamed", "prequantized"})
+    _ABSENT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"streamed", "prequantized", "cpu_kernel"})
 
     format: str | None = None  # "8bit" | "4bit" | "fp8"
     quantized: list[str] = field(default_factory=list)  # module names swapped for quantized ones
@@ -87,6 +87,8 @@ class QuantReport(_Record):
     tied_embedding: dict | None = None  # {"embedding", "head", "format"}: one shared 8-bit copy
     lm_head: dict | None = None  # {"name", "format"}: an untied LM head stored 8-bit (CPU, quant_lm_head)
     cache: str | None = None  # quantized-weights cache: None (off) | "hit" | "miss"
+    # CPU small-M kernels (quant/vnni.use_vnni_): {"kernel": "vnni"|"torch", "layers", "max_m", "reason"}
+    cpu_kernel: dict | None = None
     cache_path: str | None = None
     bytes_before: int | None = None  # weight_bytes of the whole model
     bytes_after: int | None = None
@@ -124,6 +126,8 @@ class LoadReport(_Record):
     kv_cache_scales: dict | None = None  # fp8 KV: {"source", "k", "v"}
     draft_kv_blocks: int | None = None
     quantization: QuantReport | None = None
+    # CPU bf16 model: its Linears' batch-1 kernel (layers/bf16_linear.py): {"kernel", "layers", "reason"}
+    cpu_kernel: dict | None = None
     compile: CompileReport | None = None
     cuda_graphs: dict | None = None
     async_scheduling: dict | None = None  # {"active": bool, "reason": str}

@@ -168,6 +168,15 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         from .quant.chain import keep_kernel_dtype_
 
         keep_kernel_dtype_(model)  # bf16 kernel outputs flow on: fewer dtype conversions per step (quant/chain.py)
+        from .quant.vnni import use_vnni_
+
+        kernel = use_vnni_(model, cfg.cpu_kernels)  # int8 activations, integer dot products
+        if report.quantization is not None:
+            report.quantization.cpu_kernel = kernel
+    elif device.type == "cpu" and dtype == torch.bfloat16:
+        from .layers.bf16_linear import use_bf16_kernel_
+
+        report.cpu_kernel = use_bf16_kernel_(model, cfg.cpu_kernels)  # batch-1 bf16 matmuls (vdpbf16ps)
     report.load = load.done(model)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     backend = _backend_name(cfg, device)

@@ -4,6 +4,8 @@ forward(x) with M = number of rows of x:
 - M < dense_min_m (or dense_min_m None): the packed int4 kernel (activations cast to the kernel
   dtype: bf16 on CUDA, cfg.cpu_compute_dtype on CPU; output cast back to x's dtype, unless
   keep_kernel_dtype is set: chain.py).
+- M <= vnni_max_m (0 = never; any M where the CPU has them: vnni.use_vnni_): quant/vnni.py's
+  kernel on the same packed weights, activations rounded to int8 per block of 32, float32 output.
 - M >= dense_min_m: dequantize the weight to the same kernel dtype and run F.linear (the packed
   kernels slow down at large M; a dense matmul does not), on the CPU a block of rows at a time
   (dense_blocks.py).
@@ -25,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import int4_kernels as K
+from . import vnni
 from .chain import finish_output
 from .dense_blocks import block_rows, blocked_linear
 from .int4 import Int4Weights, dequantize_int4, pack_nibbles, quantize_int4, unpack_nibbles
@@ -57,6 +60,7 @@ class Int4Linear(nn.Module):
         self.dense_min_m = dense_min_m
         self.kdtype = kdtype
         self.keep_kernel_dtype = False  # see keep_kernel_dtype_ (quant/chain.py)
+        self.vnni_max_m = 0  # calls with at most this many rows use quant/vnni.py (set by use_vnni_)
         self.kdevice = device.type  # the packed layout below is only valid on this device type
         self.register_buffer("packed", packed)
         self.register_buffer("scales_and_zeros", sz)
@@ -154,7 +158,9 @@ class Int4Linear(nn.Module):
                              f"{self.packed.device}: quantize the model on the device it runs on")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
-        if self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
+        if x2.shape[0] <= self.vnni_max_m:  # int8 activations, integer dot products (quant/vnni.py)
+            y = vnni.q4_mm(x2, self.packed, self.scales_and_zeros, self.group_size, self.out_features)
+        elif self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
             # dense in the kernel dtype too: on CPUs with AMX a bf16 matmul is several times an fp32 one
             y = self._dense_forward(x2.to(self.kdtype))
         else:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .chain import finish_output
 from .dense_blocks import block_rows, blocked_linear
+from . import vnni
 from .int4 import _scale_candidates
 
 
@@ -64,6 +65,7 @@ class Int8Linear(nn.Module):
         self.dense_min_m = dense_min_m
         self.kdtype = cpu_compute_dtype if self.use_kernel else torch.float32
         self.keep_kernel_dtype = False  # see keep_kernel_dtype_ (quant/chain.py); CPU kernel path only
+        self.vnni_max_m = 0  # calls with at most this many rows use quant/vnni.py (set by use_vnni_)
         self.register_buffer("qweight", _aligned(qweight))
         self.register_buffer("scale", _aligned(scale.to(dev, self.kdtype if self.use_kernel else torch.float32)))
         self.bias = nn.Parameter(bias.detach().to(dev), requires_grad=False) if bias is not None else None
@@ -86,7 +88,9 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features)  # (M, K)
         if not self.use_kernel:  # CUDA: dequantize + matmul in the model's dtype
             return F.linear(x, self.dequantize_weight(x.dtype), self.bias)
-        if self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
+        if x2.shape[0] <= self.vnni_max_m:  # int8 activations, integer dot products (quant/vnni.py)
+            y = vnni.q8_mm(x2, self.qweight, self.scale)
+        elif self.dense_min_m is not None and x2.shape[0] >= self.dense_min_m:
             # bf16 uses AMX where present; a block of rows dequantized at a time (dense_blocks.py)
             y = blocked_linear(x2.to(self.kdtype), self.out_features, block_rows(self.in_features),
                                lambda r0, r1: self.qweight[r0:r1].to(self.kdtype).mul_(self.scale[r0:r1, None]))
