@@ -80,3 +80,24 @@ def test_fused_rms_norm_probe_is_used_only_when_it_matches(monkeypatch):
     monkeypatch.setattr(lean_parts, "fused_rms_matches", lambda: False)
     x = torch.randn(2, 32)
     assert torch.equal(make_rms(w, 1e-6)(x), rms_norm(x, w, 1e-6))
+
+
+@pytest.mark.skipif(not __import__("app.engine.quant.vnni", fromlist=["x"]).available(),
+                    reason="VNNI kernels unavailable here")
+@pytest.mark.parametrize("cls", [Int4Linear, Int8Linear])
+@pytest.mark.parametrize("bias", [False, True])
+def test_bound_kernel_follows_the_vnni_path(cls, bias):
+    """With the VNNI kernels on (quant/vnni.use_vnni_, the engine's CPU default) the bound call runs
+    them for the rows forward gives them, and torch's kernels above: equal to forward bit for bit."""
+    from app.engine.quant.vnni import use_vnni_
+
+    lin = torch.nn.Linear(64, 128, bias=bias)
+    m = Int4Linear.from_linear(lin, 32, dense_min_m=6) if cls is Int4Linear else Int8Linear.from_linear(lin, dense_min_m=6)
+    m.keep_kernel_dtype = True
+    assert use_vnni_(torch.nn.ModuleList([m]))["layers"] == 1 and m.vnni_max_m > 0
+    f = bind_linear(m)
+    assert getattr(f, "__name__", "") == "call"
+    with torch.inference_mode():
+        for rows in (1, 2, 7):
+            x = torch.randn(rows, 64)
+            assert torch.equal(f(x), m.forward(x))

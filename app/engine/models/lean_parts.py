@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.norm import rms_norm
+from ..quant import vnni
 from ..quant.chain import finish_output
 
 
@@ -40,15 +41,23 @@ def _cpu_kernel_call(mod: nn.Module):
     name = type(mod).__name__
     if name == "Int4Linear" and getattr(mod, "kdevice", None) == "cpu" and mod.packed.device.type == "cpu":
         op, args = torch.ops.aten._weight_int4pack_mm_for_cpu, (mod.packed, mod.group_size, mod.scales_and_zeros)
+        fast = functools.partial(vnni.q4_mm, packed=mod.packed, sz=mod.scales_and_zeros, group_size=mod.group_size,
+                                 n=mod.out_features)
     elif name == "Int8Linear" and getattr(mod, "use_kernel", False):
         op, args = torch.ops.aten._weight_int8pack_mm, (mod.qweight, mod.scale)
+        fast = functools.partial(vnni.q8_mm, w=mod.qweight, scale=mod.scale)
     else:
         return None
     kdtype, bias, forward = mod.kdtype, mod.bias, mod.forward
 
     def call(x: torch.Tensor) -> torch.Tensor:  # (M, K) -> (M, N)
-        dense_min_m = mod.dense_min_m  # read per call, like keep_kernel_dtype: settable after load
-        if x.dim() != 2 or (dense_min_m is not None and x.shape[0] >= dense_min_m):
+        # read per call, like keep_kernel_dtype: settable after load
+        dense_min_m, vnni_max_m = mod.dense_min_m, getattr(mod, "vnni_max_m", 0)
+        if x.dim() != 2:
+            return forward(x)
+        if x.shape[0] <= vnni_max_m:  # the VNNI kernel (quant/vnni.py), as forward runs it
+            return finish_output(fast(x), bias, x.dtype, mod.keep_kernel_dtype)
+        if dense_min_m is not None and x.shape[0] >= dense_min_m:
             return forward(x)
         return finish_output(op(x.to(kdtype).contiguous(), *args), bias, x.dtype, mod.keep_kernel_dtype)
 
@@ -83,7 +92,7 @@ def same_ops(mod: nn.Module, fast) -> bool:
         return _same_ops(mod, fast)
     bias = getattr(mod, "bias", None)
     key = (type(mod), type(mod).forward, mod.kdtype, None if bias is None else bias.dtype,
-           mod.keep_kernel_dtype, mod.dense_min_m, mod.in_features)
+           mod.keep_kernel_dtype, mod.dense_min_m, mod.in_features, getattr(mod, "vnni_max_m", 0))
     if key not in _checked:
         _checked[key] = _same_ops(mod, fast)
     return _checked[key]
