@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--max-seq-length", type=int, default=None, help=SEQ_HELP)
     est.add_argument("--max-new-tokens", type=int, default=256)
     est.add_argument("--quantization", help="as for run (part of what identifies stored results)")
-    est.add_argument("--quant-lm-head", choices=LM_HEAD_CHOICES, help="as for run (part of what identifies stored results)")
+    est.add_argument("--quant-lm-head", choices=LM_HEAD_CHOICES,
+                     help="as for run (part of what identifies stored results)")
     est.add_argument("--temperature", type=float, default=0.0)
     est.add_argument("--fast", action="store_true", help="as for run: one wave, no callee context")
     est.add_argument("--out", help="the output folder run would use (left out of the scan, as run does)")
