@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 
 from .names import normalize_quantization
 KV_DTYPES = ("auto", "fp8")
+# EngineConfig.max_num_batched_tokens=None: the per-step token budget by device type
+MAX_NUM_BATCHED_TOKENS = 8192
+CPU_MAX_NUM_BATCHED_TOKENS = 512
 
 
 @dataclass
@@ -33,7 +36,11 @@ class EngineConfig:
     model: str
     tokenizer: str | None = None
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
+    # Tokens one step computes at most (decodes plus prefill chunks: a longer prompt is prefilled over
+    # several steps), so the size of a step's activations. None = by device: 8192 on a GPU, 512 on the
+    # CPU, where a 16-prompt batch on a 1.5B 8-bit model peaked ~300 MiB higher at 8192 for the same
+    # CPU time (BENCHMARKS.md, issue 14). LLM.__init__ writes the resolved value back here.
+    max_num_batched_tokens: int | None = None
     block_size: int = 16
     enable_prefix_caching: bool = True
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
@@ -76,6 +83,8 @@ class EngineConfig:
         self.quantization = normalize_quantization(self.quantization)
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             v = getattr(self, name)
+            if v is None and name == "max_num_batched_tokens":
+                continue  # by device: resolve_max_num_batched_tokens
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -106,3 +115,10 @@ class EngineConfig:
         unknown = sorted(set(self.optional_features) - set(FEATURES))
         if unknown:
             raise ValueError(f"optional_features {unknown} are unknown; choose from {list(FEATURES)}")
+
+    def resolve_max_num_batched_tokens(self, device) -> int:
+        """Fill in max_num_batched_tokens=None for `device` (a torch.device or its type); returns it."""
+        if self.max_num_batched_tokens is None:
+            cpu = getattr(device, "type", device) == "cpu"
+            self.max_num_batched_tokens = CPU_MAX_NUM_BATCHED_TOKENS if cpu else MAX_NUM_BATCHED_TOKENS
+        return self.max_num_batched_tokens

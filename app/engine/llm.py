@@ -65,7 +65,7 @@ class LLM:
         self.prefix_caching = cfg.enable_prefix_caching and parts.capabilities.prefix_caching
         self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, self.prefix_caching)
         self.scheduler = Scheduler(
-            self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.max_model_len,
+            self.block_manager, cfg.max_num_seqs, cfg.resolve_max_num_batched_tokens(self.device), self.max_model_len,
             self.tokenizer.eos_token_ids,
         )
         self._generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
