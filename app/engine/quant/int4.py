@@ -1,4 +1,4 @@
-"""Group-wise asymmetric int4: quantize (RTN on a per-group searched grid, optionally HQQ-refined), dequantize, packing.
+"""Group-wise asymmetric int4: quantize (per-group searched grid, optionally HQQ-refined), dequantize, packing.
 
 The math follows torch's tinygemm convention so the tensors feed `_weight_int4pack_mm*` directly:
     w[n, k] ~= (q[n, k] - 8) * scale[n, k // g] + zero[n, k // g],   q in 0..15
@@ -93,8 +93,9 @@ def _levels(wg: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.
 # Shares of each group's range [min, max] (0 included) the grid may span: 1.0 is plain RTN's grid,
 # below it the extreme weights are clipped so the other levels sit closer together. Squared weight
 # error on docstring-13m's layers, relative to float32 RTN: 0.995 with 1.0 alone (the bf16 scale
-# search), 0.898 with 1.0..0.80 by 0.05, 0.891 by 0.02 (this), 0.890 by 0.01. Accuracy (48 prompts,
-# BENCHMARKS.md issue 14): agreement 0.857 / KL 0.161 vs RTN's 0.837 / 0.189 and 0.833 / 0.190 before.
+# search), 0.893 with these (1.0..0.80 by 0.02; by 0.05: 0.898). Accuracy (48 prompts of `rich`,
+# BENCHMARKS.md issue 14): agreement 0.856 / KL 0.160 vs RTN's 0.837 / 0.189 and 0.833 / 0.190 before;
+# above RTN on two other prompt sets too.
 CLIP_RATIOS = tuple(1.0 - 0.02 * i for i in range(11))
 
 
