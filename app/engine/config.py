@@ -5,9 +5,14 @@ from dataclasses import dataclass, field
 
 from .names import normalize_quantization
 KV_DTYPES = ("auto", "fp8")
-# EngineConfig.max_num_batched_tokens=None: the per-step token budget by device type
+# EngineConfig.max_num_batched_tokens=None: the per-step token budget by device type (and, on the
+# CPU, weight format). Measured on a 1.5B model, 1 thread (BENCHMARKS.md, issue 14): on the CPU at
+# 8 bits 1024 is as fast as 8192 (a 16-prompt batch and a 1200-token prompt) with ~170 MiB less
+# peak; 512 saves ~110 MiB more but a 1200-token prompt took 5% longer. At 4 bits every prefill
+# step dequantizes all int4 weights for the dense path (quant/dense_blocks.py), so more steps cost:
+# 1024 was 7% slower and 2048 3-5% (with no lower peak), so 4 bits keeps 8192.
 MAX_NUM_BATCHED_TOKENS = 8192
-CPU_MAX_NUM_BATCHED_TOKENS = 512
+CPU_MAX_NUM_BATCHED_TOKENS = 1024
 
 
 @dataclass
@@ -37,9 +42,9 @@ class EngineConfig:
     tokenizer: str | None = None
     max_num_seqs: int = 256
     # Tokens one step computes at most (decodes plus prefill chunks: a longer prompt is prefilled over
-    # several steps), so the size of a step's activations. None = by device: 8192 on a GPU, 512 on the
-    # CPU, where a 16-prompt batch on a 1.5B 8-bit model peaked ~300 MiB higher at 8192 for the same
-    # CPU time (BENCHMARKS.md, issue 14). LLM.__init__ writes the resolved value back here.
+    # several steps), so the size of a step's activations. None = by device: 8192 on a GPU and for
+    # 4-bit weights on the CPU, 1024 otherwise on the CPU (CPU_MAX_NUM_BATCHED_TOKENS: as fast,
+    # less peak memory). LLM.__init__ writes the resolved value back here.
     max_num_batched_tokens: int | None = None
     block_size: int = 16
     enable_prefix_caching: bool = True
@@ -116,9 +121,10 @@ class EngineConfig:
         if unknown:
             raise ValueError(f"optional_features {unknown} are unknown; choose from {list(FEATURES)}")
 
-    def resolve_max_num_batched_tokens(self, device) -> int:
-        """Fill in max_num_batched_tokens=None for `device` (a torch.device or its type); returns it."""
+    def resolve_max_num_batched_tokens(self, device, weight_format: str | None = None) -> int:
+        """Fill in max_num_batched_tokens=None for `device` (a torch.device or its type) and the
+        loaded weights' format (load_report.quantization.format: None, "8bit", "4bit", ...)."""
         if self.max_num_batched_tokens is None:
-            cpu = getattr(device, "type", device) == "cpu"
-            self.max_num_batched_tokens = CPU_MAX_NUM_BATCHED_TOKENS if cpu else MAX_NUM_BATCHED_TOKENS
+            small = getattr(device, "type", device) == "cpu" and weight_format != "4bit"
+            self.max_num_batched_tokens = CPU_MAX_NUM_BATCHED_TOKENS if small else MAX_NUM_BATCHED_TOKENS
         return self.max_num_batched_tokens
