@@ -55,7 +55,9 @@ def _sampling(args) -> dict:
     """Settings that change the output, so they are part of every stored result's key."""
     return {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
             "quantization": args.quantization or "default",
-            "kv_cache_quantization": getattr(args, "kv_cache_quantization", None)}
+            "kv_cache_quantization": getattr(args, "kv_cache_quantization", None),
+            # only when given, so the keys of results stored before the flag existed still match
+            **({"quant_lm_head": args.quant_lm_head} if getattr(args, "quant_lm_head", None) else {})}
 
 
 def _store_path(args) -> Path:

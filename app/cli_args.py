@@ -14,6 +14,23 @@ public members, JavaScript/TypeScript exports. Only docs in the source count unl
 exit codes: 0 every public unit documented and no doc stale; 1 some missing or stale;
 2 bad arguments (a path that does not exist, an unknown language)."""
 
+LM_HEAD_CHOICES = ("auto", "8bit", "dense")
+LM_HEAD_HELP = ("with --quantization 4bit/8bit: the LM head (and the embedding tied to it) in per-row 8 bits or "
+                "dense; auto (default) = 8 bits on the CPU (a quarter of the fp32 memory, faster per token), "
+                "dense on a GPU")
+THREADS_HELP = ("CPU engine: torch threads for this process (default: one per core); fewer than the cores helps "
+                "when other work keeps them busy")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return n
+
 
 def _add_common(p: argparse.ArgumentParser, many: bool = False) -> None:
     if many:
@@ -92,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--kv-cache-quantization", action=argparse.BooleanOptionalAction, default=None)
     opt.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     opt.add_argument("--flash-attention", action=argparse.BooleanOptionalAction, default=None)
+    opt.add_argument("--quant-lm-head", choices=LM_HEAD_CHOICES, help=LM_HEAD_HELP)
+    opt.add_argument("--cpu-threads", type=_positive_int, metavar="N", help=THREADS_HELP)
     opt.add_argument("--max-seq-length", type=int, default=None, help=SEQ_HELP)
     opt.add_argument("--max-new-tokens", type=int, default=256)
     opt.add_argument("--temperature", type=float, default=0.0)
@@ -110,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--max-seq-length", type=int, default=None, help=SEQ_HELP)
     est.add_argument("--max-new-tokens", type=int, default=256)
     est.add_argument("--quantization", help="as for run (part of what identifies stored results)")
+    est.add_argument("--quant-lm-head", choices=LM_HEAD_CHOICES,
+                     help="as for run (part of what identifies stored results)")
     est.add_argument("--temperature", type=float, default=0.0)
     est.add_argument("--fast", action="store_true", help="as for run: one wave, no callee context")
     est.add_argument("--out", help="the output folder run would use (left out of the scan, as run does)")

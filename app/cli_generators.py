@@ -58,7 +58,8 @@ def generator_kwargs(args) -> tuple[str, dict]:
     for flag, name in [("quantization", "quantization"), ("max_batch_size", "max_batch_size"),
                        ("speculative", "enable_speculative_decoding"), ("draft_model", "draft_model_id"),
                        ("static_cache", "enable_static_cache"), ("kv_cache_quantization", "enable_kv_cache_quantization"),
-                       ("compile", "enable_compilation"), ("flash_attention", "use_flash_attention")]:
+                       ("compile", "enable_compilation"), ("flash_attention", "use_flash_attention"),
+                       ("quant_lm_head", "quant_lm_head"), ("cpu_threads", "cpu_threads")]:
         if getattr(args, flag) is not None:
             kwargs[name] = getattr(args, flag)
     if args.flash_attention is None and getattr(args, "hardware", None) is not None and args.hardware.device == "cpu":

@@ -5,6 +5,14 @@ from dataclasses import dataclass, field
 
 from .names import normalize_quantization
 KV_DTYPES = ("auto", "fp8")
+# EngineConfig.max_num_batched_tokens=None: the per-step token budget by device type (and, on the
+# CPU, weight format). Measured on a 1.5B model, 1 thread (BENCHMARKS.md, issue 14): on the CPU at
+# 8 bits 1024 is as fast as 8192 (a 16-prompt batch and a 1200-token prompt) with ~170 MiB less
+# peak; 512 saves ~110 MiB more but a 1200-token prompt took 5% longer. At 4 bits every prefill
+# step dequantizes all int4 weights for the dense path (quant/dense_blocks.py), so more steps cost:
+# 1024 was 7% slower and 2048 3-5% (with no lower peak), so 4 bits keeps 8192.
+MAX_NUM_BATCHED_TOKENS = 8192
+CPU_MAX_NUM_BATCHED_TOKENS = 1024
 
 
 @dataclass
@@ -33,7 +41,11 @@ class EngineConfig:
     model: str
     tokenizer: str | None = None
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
+    # Tokens one step computes at most (decodes plus prefill chunks: a longer prompt is prefilled over
+    # several steps), so the size of a step's activations. None = by device: 8192 on a GPU and for
+    # 4-bit weights on the CPU, 1024 otherwise on the CPU (CPU_MAX_NUM_BATCHED_TOKENS: as fast,
+    # less peak memory). LLM.__init__ writes the resolved value back here.
+    max_num_batched_tokens: int | None = None
     block_size: int = 16
     enable_prefix_caching: bool = True
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
@@ -85,6 +97,8 @@ class EngineConfig:
         self.quantization = normalize_quantization(self.quantization)
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             v = getattr(self, name)
+            if v is None and name == "max_num_batched_tokens":
+                continue  # by device: resolve_max_num_batched_tokens
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -117,3 +131,11 @@ class EngineConfig:
         unknown = sorted(set(self.optional_features) - set(FEATURES))
         if unknown:
             raise ValueError(f"optional_features {unknown} are unknown; choose from {list(FEATURES)}")
+
+    def resolve_max_num_batched_tokens(self, device, weight_format: str | None = None) -> int:
+        """Fill in max_num_batched_tokens=None for `device` (a torch.device or its type) and the
+        loaded weights' format (load_report.quantization.format: None, "8bit", "4bit", ...)."""
+        if self.max_num_batched_tokens is None:
+            small = getattr(device, "type", device) == "cpu" and weight_format != "4bit"
+            self.max_num_batched_tokens = CPU_MAX_NUM_BATCHED_TOKENS if small else MAX_NUM_BATCHED_TOKENS
+        return self.max_num_batched_tokens

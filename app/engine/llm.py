@@ -64,9 +64,10 @@ class LLM:
         # Asked for and possible with this runner (the fallback has no paged KV): cfg stays as given.
         self.prefix_caching = cfg.enable_prefix_caching and parts.capabilities.prefix_caching
         self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, self.prefix_caching)
+        weights = self.load_report.quantization.format if self.load_report.quantization else None
         self.scheduler = Scheduler(
-            self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.max_model_len,
-            self.tokenizer.eos_token_ids,
+            self.block_manager, cfg.max_num_seqs, cfg.resolve_max_num_batched_tokens(self.device, weights),
+            self.max_model_len, self.tokenizer.eos_token_ids,
         )
         self._generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self._seq_generators: dict[int, torch.Generator] = {}

@@ -71,12 +71,14 @@ def test_keep_kernel_dtype_leaves_the_lm_head_alone():
 def test_engine_with_kept_kernel_dtype_agrees_with_the_casting_path(tiny_checkpoint, fmt):
     """The engine keeps bf16 between quantized layers on the CPU (setup.py); against the same engine
     with every layer casting back to fp32: teacher-forced agreement of the greedy continuations
-    (measured 1.0 on this checkpoint; the SiLU gate and, without qkv bias, rotary run in bf16)."""
+    (the SiLU gate and, without qkv bias, rotary run in bf16). Random weights give near-tied logits,
+    so 3 prompts (36 positions) swung 0.86-1.0 with the quantizer's details and the checkpoint seed;
+    8 prompts measured 0.92-0.99 over seeds 0-2 with the int4 grid search and without it."""
     path = tiny_checkpoint("tiny-llama")  # no qkv bias: q/k/v stay bf16 through rotary and attention
     llm = LLM(str(path), quantization=fmt, quant_cache_dir="", block_size=4)
     layers = [m for m in llm.runner.model.modules() if getattr(m, "keep_kernel_dtype", False)]
     assert layers  # the default on the CPU
-    prompts = shared_prefix_prompts(n=3)
+    prompts = shared_prefix_prompts(n=8)
     outs = [o.token_ids for o in llm.generate(prompts, SamplingParams(max_tokens=12, ignore_eos=True))]
     old = LLM(str(path), quantization=fmt, quant_cache_dir="", block_size=4)
     assert keep_kernel_dtype_(old.runner.model, on=False) == len(layers)

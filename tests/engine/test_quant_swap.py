@@ -181,3 +181,22 @@ def test_disk_cache_8bit_round_trip(tmp_path):
     assert quantize_model_(b, cfg, cache_dir=tmp_path, cache_key="k")["cache"] == "hit"
     ids = torch.randint(0, 96, (1, 5))
     torch.testing.assert_close(a(ids), b(ids), atol=0, rtol=0)
+
+
+def test_disk_cache_4bit_round_trip_and_version_in_the_key(tmp_path, monkeypatch):
+    """Default 4-bit (the grid search): a hit gives the same tensors; a file written by an older
+    QUANT_CACHE_VERSION (older quantization math) is never read."""
+    from app.engine.quant import config as qconfig
+
+    torch.manual_seed(2)
+    base = Tiny(tied=False)
+    cfg = QuantConfig(format="4bit", group_size=32)
+    monkeypatch.setattr(qconfig, "QUANT_CACHE_VERSION", qconfig.QUANT_CACHE_VERSION - 1)
+    old = quantize_model_(copy.deepcopy(base), cfg, cache_dir=tmp_path, cache_key="k")
+    monkeypatch.undo()
+    a, b = copy.deepcopy(base), copy.deepcopy(base)
+    ra = quantize_model_(a, cfg, cache_dir=tmp_path, cache_key="k")
+    assert old["cache"] == "miss" and ra["cache"] == "miss" and ra["cache_path"] != old["cache_path"]
+    assert quantize_model_(b, cfg, cache_dir=tmp_path, cache_key="k")["cache"] == "hit"
+    for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and torch.equal(ta, tb), na

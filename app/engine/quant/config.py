@@ -7,7 +7,8 @@ import torch
 
 FORMATS = ("8bit", "4bit", "fp8")
 # Bump when the on-disk quantized layout or the quantization math changes: old caches then miss.
-QUANT_CACHE_VERSION = 2  # 2: device kernel layout stored (mapped at load), tied 8-bit embedding
+# 2: device kernel layout stored (mapped at load), tied 8-bit embedding; 3: int4 per-group grid search
+QUANT_CACHE_VERSION = 3
 INT4_GROUP_SIZES = (256, 128, 64, 32)  # what torch's int4 tinygemm kernels accept
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
