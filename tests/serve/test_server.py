@@ -128,7 +128,25 @@ def _engine_idle(server) -> tuple[bool, int]:
     return server.engine.thread.call(lambda llm: (not llm.has_unfinished(), llm.block_manager.num_free_blocks))
 
 
-def test_disconnect_mid_stream_frees_kv_blocks(server):
+@pytest.fixture
+def slow_steps(server):
+    """Each engine step takes >= 5 ms: "aborted before its 240 tokens" must not depend on how fast
+    the tiny model runs (the lean CPU forward finished all 240 before the 0.1 s disconnect poll)."""
+    def install(llm):
+        real = llm.step
+
+        def step(*a, **k):
+            time.sleep(0.005)
+            return real(*a, **k)
+
+        llm.step = step  # the engine thread calls self.llm.step(): the instance attribute wins
+
+    server.engine.thread.call(install)
+    yield
+    server.engine.thread.call(lambda llm: vars(llm).pop("step", None))
+
+
+def test_disconnect_mid_stream_frees_kv_blocks(server, slow_steps):
     idle, free_before = _engine_idle(server)
     assert idle
     computed = server.engine.thread.call(lambda llm: llm.stats["computed_tokens"])
@@ -149,7 +167,7 @@ def test_disconnect_mid_stream_frees_kv_blocks(server):
     assert "docgen_client_disconnects_total 1" in httpx.get(server.url[:-3] + "/metrics").text
 
 
-def test_disconnect_while_waiting_for_a_plain_response_aborts_it(server):
+def test_disconnect_while_waiting_for_a_plain_response_aborts_it(server, slow_steps):
     idle, free_before = _engine_idle(server)
     computed = server.engine.thread.call(lambda llm: llm.stats["computed_tokens"])
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 240, "temperature": 0, "ignore_eos": True}
