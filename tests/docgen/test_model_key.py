@@ -20,7 +20,8 @@ def _run_key(model: str) -> str:
     """The id `docgen run` declares for its generator (the key of every result it stores)."""
     args = argparse.Namespace(model=model, window=2048, max_new_tokens=8, temperature=0.0, quantization=None,
                               max_batch_size=None, speculative=None, draft_model=None, static_cache=None,
-                              kv_cache_quantization=None, compile=None, flash_attention=None, hardware=None)
+                              kv_cache_quantization=None, compile=None, flash_attention=None, hardware=None,
+                              quant_lm_head=None, cpu_threads=None)
     return optimized_factory(args, lambda s: None).model_id
 
 
