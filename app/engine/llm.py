@@ -64,7 +64,10 @@ class LLM:
         # Asked for and possible with this runner (the fallback has no paged KV): cfg stays as given.
         self.prefix_caching = cfg.enable_prefix_caching and parts.capabilities.prefix_caching
         self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, self.prefix_caching)
-        weights = self.load_report.quantization.format if self.load_report.quantization else None
+        q = self.load_report.quantization
+        weights = q.format if q else None
+        if weights == "4bit" and q.cpu_kernel and q.cpu_kernel.get("kernel") == "vnni":
+            weights = "4bit-vnni"  # int4 prefill without per-step dequantization: small steps cost nothing
         self.scheduler = Scheduler(
             self.block_manager, cfg.max_num_seqs, cfg.resolve_max_num_batched_tokens(self.device, weights),
             self.max_model_len, self.tokenizer.eos_token_ids,

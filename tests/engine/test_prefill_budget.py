@@ -44,8 +44,16 @@ def test_cpu_engine_default_and_chunks_equal_one_step(tiny_checkpoint):
     assert chunked.stats["steps"] > one_step.stats["steps"] + 3  # the prompts really were cut
 
 
-@pytest.mark.parametrize("fmt, budget", [("8bit", 1024), ("4bit", 8192)])
-def test_cpu_default_follows_the_loaded_weights(tiny_checkpoint, fmt, budget):
-    llm = LLM(str(tiny_checkpoint("tiny")), device="cpu", quantization=fmt, quant_cache_dir="", block_size=4)
+@pytest.mark.parametrize("fmt, kernels, budget", [("8bit", "auto", 1024), ("4bit", "torch", 8192),
+                                                  ("4bit", "auto", None)])
+def test_cpu_default_follows_the_loaded_weights(tiny_checkpoint, fmt, kernels, budget):
+    """4 bits through torch's kernels dequantize per prefill step (8192: fewer steps); through the
+    VNNI kernel (quant/vnni.py, where it builds) nothing is dequantized and 1024 holds."""
+    from app.engine.quant import vnni
+
+    if budget is None:
+        budget = 1024 if vnni.available() else 8192
+    llm = LLM(str(tiny_checkpoint("tiny")), device="cpu", quantization=fmt, quant_cache_dir="", block_size=4,
+              cpu_kernels=kernels)
     assert llm.load_report.quantization.format == fmt
     assert llm.config.max_num_batched_tokens == llm.scheduler.max_num_batched_tokens == budget
