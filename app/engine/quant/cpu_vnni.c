@@ -107,6 +107,9 @@ static inline __attribute__((always_inline)) void q4_block_t(const uint8_t *wb, 
                 for (int r = 0; r < 4; r++) a[t][r] = _mm512_setzero_si512();
             const uint8_t *p = wb + (size_t)b * QB * 32;
             for (int st = 0; st < QB / 4; st++) {
+                /* the next row block's same bytes (a hint; 4% on the 1.5B shapes, M = 1) */
+                _mm_prefetch((const char *)(p + st * 128 + (size_t)32 * K), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + st * 128 + (size_t)32 * K + 64), _MM_HINT_T0);
                 __m512i A = _mm512_loadu_si512(p + st * 128), B = _mm512_loadu_si512(p + st * 128 + 64);
                 __m512i z0 = _mm512_permutex2var_epi8(A, idx0, B), z1 = _mm512_permutex2var_epi8(A, idx1, B);
                 __m512i w[4] = {_mm512_and_si512(z0, lo4), _mm512_and_si512(z1, lo4),
@@ -197,6 +200,12 @@ static void q8_rows4(const int8_t *w, const uint16_t *scale, int K, int n, const
         __m512i xv = _mm512_loadu_si512(xa + c * 64);
         __mmask64 mk = neg[c];
         __m512 dd = _mm512_loadu_ps(dv + c * 16); /* lanes 0-7: block 2c, lanes 8-15: block 2c + 1 */
+        /* the next four rows' same chunk (a hint: never faults past the end). Measured on the
+         * 151936 x 1536 LM head, M = 1: 6.1-7.0 ms vs 7.7 (2 threads), 9.4 vs 11.7 (1 thread) */
+        _mm_prefetch((const char *)(w3 + K + c * 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w3 + 2 * (size_t)K + c * 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w3 + 3 * (size_t)K + c * 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w3 + 4 * (size_t)K + c * 64), _MM_HINT_T0);
         __m512i v0 = _mm512_loadu_si512(w0 + c * 64), v1 = _mm512_loadu_si512(w1 + c * 64);
         __m512i v2 = _mm512_loadu_si512(w2 + c * 64), v3 = _mm512_loadu_si512(w3 + c * 64);
         v0 = _mm512_mask_sub_epi8(v0, mk, zero, v0);
