@@ -95,3 +95,16 @@ def run_isolated(cmd: list[str], phases: list[str], timeout: float, on_phase=Non
     finally:
         os.unlink(out)
     return results
+
+
+def run_python_result(code: str, what: str) -> dict:
+    """Run `code` in a fresh `python -c` and return the JSON it printed on a line starting with
+    RESULT (one fresh process per measurement: memory peaks and caches do not carry over); exits
+    with the child's stderr tail when there is none."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
+    if line is None:
+        raise SystemExit(f"the engine failed ({what}):\n{out.stderr[-3000:]}")
+    return json.loads(line[len("RESULT"):])

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.isolate import run_python_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,11 +39,7 @@ print("RESULT" + json.dumps({{**r.load, "cache": r.quantization.cache if r.quant
 
 def run_child(model: str, fmt: str, cache: str, threads: int) -> dict:
     code = CHILD.format(root=str(ROOT), threads=threads, fmt=fmt, model=model, cache=cache)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
-    if line is None:
-        raise SystemExit(f"the engine failed to start ({fmt}):\n{out.stderr[-3000:]}")
-    return json.loads(line[len("RESULT"):])
+    return run_python_result(code, f"start, {fmt}")
 
 
 def main(argv=None) -> None:

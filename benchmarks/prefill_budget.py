@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.isolate import run_python_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,11 +63,7 @@ def run_child(a, budget: int) -> dict:
     code = CHILD.format(root=str(ROOT), fmt=None if a.format == "none" else a.format, cache=a.quant_cache,
                         threads=a.threads, kv_gb=a.kv_gb, budget=budget, model=a.model, requests=a.requests,
                         new_tokens=a.new_tokens, prompt_len=a.prompt_len)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
-    if line is None:
-        raise SystemExit(f"the engine failed (budget {budget}):\n{out.stderr[-3000:]}")
-    return json.loads(line[len("RESULT"):])
+    return run_python_result(code, f"budget {budget}")
 
 
 def main(argv=None) -> None:
