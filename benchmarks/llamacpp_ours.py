@@ -63,13 +63,9 @@ class OursEngine:
         return proc_memory(self.proc.pid)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from benchmarks.llamacpp_server import stop_process
+
+        stop_process(self.proc, self.proc.stdin.close, 60)  # stdin closed: the child's loop ends
         self._log.close()
 
 

@@ -178,11 +178,18 @@ class LlamaServer:
         return proc_memory(self.proc.pid)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, self.proc.terminate, 30)
         self._log.close()
+
+
+def stop_process(proc: subprocess.Popen, ask, grace: float) -> None:
+    """Stop a benchmark child: `ask()` it to end (terminate, or close its stdin), wait up to `grace`
+    seconds, then kill it."""
+    if proc.poll() is not None:
+        return
+    ask()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

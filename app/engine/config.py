@@ -17,6 +17,14 @@ MAX_NUM_BATCHED_TOKENS = 8192
 CPU_MAX_NUM_BATCHED_TOKENS = 1024
 
 
+def budget_weight_format(quant_report) -> str | None:
+    """The loaded weights' format as the token budget sees it (a QuantReport or None): "4bit-vnni"
+    when int4 runs on quant/vnni.py's kernel, whose prefill dequantizes nothing."""
+    fmt = quant_report.format if quant_report else None
+    kernel = quant_report.cpu_kernel if quant_report else None
+    return "4bit-vnni" if fmt == "4bit" and kernel and kernel.get("kernel") == "vnni" else fmt
+
+
 @dataclass
 class SpeculativeConfig:
     method: str | None = None  # None | "ngram" | "draft"

@@ -13,20 +13,20 @@ A request therefore comes back from the step() call after the one that computed 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Sequence as Seq
 
 import torch
 
 from .block_manager import BlockManager
-from .config import EngineConfig, SpeculativeConfig
+from .config import EngineConfig, SpeculativeConfig, budget_weight_format
 from .errors import UnsupportedFeature
 from .inflight import PendingTokens, resolve_async_scheduling
 from .load_report import LoadReport
 from .logprobs import Logprobs, mask_min_tokens
 from .outputs import RequestOutput
 from .parallel_sampling import SampleGroups, child_params
+from .progress import GenerateProgress
 from .request_texts import RequestTexts
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerOutput
@@ -64,10 +64,7 @@ class LLM:
         # Asked for and possible with this runner (the fallback has no paged KV): cfg stays as given.
         self.prefix_caching = cfg.enable_prefix_caching and parts.capabilities.prefix_caching
         self.block_manager = BlockManager(parts.num_blocks, cfg.block_size, self.prefix_caching)
-        q = self.load_report.quantization
-        weights = q.format if q else None
-        if weights == "4bit" and q.cpu_kernel and q.cpu_kernel.get("kernel") == "vnni":
-            weights = "4bit-vnni"  # int4 prefill without per-step dequantization: small steps cost nothing
+        weights = budget_weight_format(self.load_report.quantization)
         self.scheduler = Scheduler(
             self.block_manager, cfg.max_num_seqs, cfg.resolve_max_num_batched_tokens(self.device, weights),
             self.max_model_len, self.tokenizer.eos_token_ids,
@@ -349,7 +346,7 @@ class LLM:
             raise ValueError(f"got {len(prio)} priorities for {len(prompts)} prompts")
         ids = [self.add_request(p, sp, priority=pr) for p, sp, pr in zip(prompts, plist, prio)]
         mine, results, others = set(ids), {}, []
-        bar = _Progress(len(ids)) if progress else None
+        bar = GenerateProgress(len(ids)) if progress else None
         while len(results) < len(ids) and self.has_unfinished():
             for o in self.step():
                 if o.request_id not in mine:  # a request queued before this call (add_request):
@@ -383,22 +380,3 @@ def _sample_rows(logits, params, gens, shared) -> torch.Tensor:
     return sample(logits, [p.temperature for p in params], [p.top_k for p in params],
                   [p.top_p for p in params], gens, shared)
 
-
-class _Progress:
-    """A rich progress bar for long generate() calls (off by default in library use)."""
-
-    def __init__(self, total: int):
-        from rich.progress import Progress
-
-        self.p = Progress()
-        self.p.start()
-        self.task = self.p.add_task("generating", total=total)
-        self.t0, self.tokens = time.perf_counter(), 0
-
-    def advance(self, o: RequestOutput) -> None:
-        self.tokens += len(o.token_ids)
-        rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
-        self.p.update(self.task, advance=1, description=f"generating ({rate:.0f} tok/s)")
-
-    def close(self) -> None:
-        self.p.stop()

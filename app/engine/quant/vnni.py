@@ -8,7 +8,7 @@ integers. They read the weights exactly as Int4Linear / Int8Linear already store
 
 It is an approximation the torch kernels do not make: activations rounded to int8 (relative
 error ~1/254 of each block's largest value) instead of to bf16 (~1/256 of each value). Accuracy
-on the trained model is measured in BENCHMARKS.md; `EngineConfig.cpu_int8_activations` (or
+on the trained model is measured in BENCHMARKS.md; `EngineConfig.cpu_kernels="torch"` (or
 DOCGEN_CPU_VNNI=0) turns the kernels off.
 
 Availability (`problem()` says why not, in a sentence): Linux x86-64 with avx512f/bw/vl, avx512_vnni
