@@ -94,6 +94,10 @@ class EngineConfig:
     # CPU: run steps through the lean forward (models/lean.py: the same ops as the module path, as
     # plain function calls; equal hidden states) where it applies; False: always the module path.
     cpu_lean_forward: bool = True
+    # CPU: run each pure-decode step of the lean forward as one C call with our kernels
+    # (models/fused_decode.py; float32 models with int4/int8/float32 linears); off with
+    # cpu_kernels="torch". Close to the lean forward, not bit-identical (tests bound the difference).
+    cpu_fused_decode: bool = True
     # Overlap the step loop: schedule and prepare step N+1 while step N runs on the device, and
     # read step N's tokens back with one non-blocking copy. None = on for CUDA, off on the CPU
     # (where the forward is synchronous and nothing can overlap); True forces it on the CPU too.

@@ -168,6 +168,19 @@ class ModelRunner:
         self.lean, why = LeanDecoder.build(self.model)
         return "on" if self.lean is not None else f"off ({why})"
 
+    def use_fused_decode(self, on: bool = True, why_off: str = "cpu_fused_decode=False") -> str:
+        """Run the lean forward's pure-decode steps as one C call (models/fused_decode.py) where it
+        applies; returns "on", or why it is off (then the lean forward runs them, the reference)."""
+        if self.lean is None:
+            return "off (no lean forward)"
+        self.lean.fused = None
+        if not on:
+            return f"off ({why_off})"
+        from .models.fused_decode import FusedDecode
+
+        self.lean.fused, why = FusedDecode.build(self.model)
+        return "on" if self.lean.fused is not None else f"off ({why})"
+
     def _graphable(self, out: SchedulerOutput) -> bool:
         return len(out.scheduled) <= self.graphs.max_bs and all(
             s.num_new_tokens == 1 and s.num_spec_tokens == 0 and s.samples for s in out.scheduled)

@@ -204,6 +204,9 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         report.compile = compile_model_(model, device)
     if device.type == "cpu":  # after compilation: compiled pieces keep the module path
         report.extra["lean_forward"] = runner.use_lean_forward(cfg.cpu_lean_forward)
+        report.extra["fused_decode"] = runner.use_fused_decode(
+            cfg.cpu_fused_decode and cfg.cpu_kernels != "torch",
+            "cpu_kernels='torch'" if cfg.cpu_kernels == "torch" else "cpu_fused_decode=False")
     report.cuda_graphs = _setup_cuda_graphs(cfg, runner, backend, device, max_model_len)
     return EngineParts(tok, runner, device, dtype, hf_config, max_model_len, num_blocks, report)
 

@@ -59,6 +59,7 @@ class LeanDecoder:
         self.head = bind_linear(model.lm_head)
         self.layers = [self._bind(layer) for layer in m.layers]
         self.attn_layers = [layer.attn for layer in self.layers]
+        self.fused = None  # FusedDecode (fused_decode.py): pure-decode steps in one C call, when set
 
     @staticmethod
     def _bind(layer) -> _Layer:
@@ -86,8 +87,12 @@ class LeanDecoder:
         # a check that only concerns fp8 pools); any other backend through PagedAttention.forward
         direct = first.backend is torch_cpu and first.k_cache.dtype not in FP8_DTYPES and all(
             a.backend is torch_cpu for a in self.attn_layers)
-        step = DecodeStep(meta) if direct and DecodeStep.applies(meta, first.k_cache) else None
         h = self.embed(input_ids)  # (T, hidden)
+        fused = self.fused
+        if fused is not None and fused.applies(meta, h.shape[0]):
+            fused.run(h, positions, meta)  # every layer, in place
+            return self.norm(h)
+        step = DecodeStep(meta) if direct and DecodeStep.applies(meta, first.k_cache) else None
         T = h.shape[0]
         rot = self.rotary
         table = (rot.cos[positions], rot.sin[positions])  # (T, D) fp32, shared by every layer

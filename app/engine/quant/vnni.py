@@ -31,6 +31,9 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("cpu_vnni.c")
+HEADER = Path(__file__).with_name("cpu_kernels.h")  # shared inner loops, included by both sources
+# the fused decode step of the lean forward (models/fused_decode.py), built into the same library
+STEP_SOURCE = Path(__file__).parent.parent / "models" / "cpu_decode_step.c"
 FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512vbmi", "-mavx512bf16", "-mfma",
          "-fopenmp", "-shared", "-fPIC")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi", "avx512_bf16")
@@ -71,13 +74,15 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         return None, "no C compiler found (set CC or install gcc)"
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-        key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
+        code = b"".join(f.read_bytes() for f in (SOURCE, HEADER, STEP_SOURCE))
+        key = hashlib.sha256(code + version.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
         out = _cache_dir() / f"cpu_vnni-{key}.so"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # build, then rename: no half-written .so
                 part = Path(tmp) / out.name
-                r = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", str(part), "-lm"], capture_output=True,
+                r = subprocess.run([cc, *FLAGS, f"-I{HEADER.parent}", str(SOURCE), str(STEP_SOURCE), "-o", str(part),
+                                    "-lm"], capture_output=True,
                                    text=True, timeout=300)
                 if r.returncode != 0:
                     return None, f"compiling {SOURCE.name} failed: {(r.stderr or r.stdout).strip()[:300]}"
@@ -92,7 +97,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.q4_mm.argtypes = [P, I, I, I, P, P, I, I, P, I]
     lib.q8_mm.argtypes = [P, I, I, I, P, P, I, P, I]
     lib.bf16_mm.argtypes = [P, I, I, I, P, I, P, I, I]
-    lib.q4_mm.restype = lib.q8_mm.restype = lib.bf16_mm.restype = I
+    lib.decode_step.argtypes = [P, P, I, P, P, P, P, P, P, I, P, I]  # models/cpu_decode_step.c
+    lib.q4_mm.restype = lib.q8_mm.restype = lib.bf16_mm.restype = lib.decode_step.restype = I
     return lib, None
 
 

@@ -1,0 +1,360 @@
+/* One pure-decode step of the native decoder's layers on the CPU, in one call: the fused form of
+ * the lean forward (lean.py) for the rows of a decode batch (one new token each). Built into the
+ * same library as quant/cpu_vnni.c (quant/vnni.py compiles both) and driven by fused_decode.py.
+ *
+ * Why: at 31M parameters a batch-1 decode step's matmuls take ~0.3 ms and the ~45 torch ops per
+ * layer around them (norms, rotary, KV writes, attention, residuals: a few microseconds of
+ * dispatch each) cost twice that. Here a step is one OpenMP parallel region: the matmuls and the
+ * attention are split over the threads, the small per-row pieces run on one thread between
+ * barriers, and nothing returns to Python until the last layer is done.
+ *
+ * Per layer, for each row b (h: (B, H) float32 residual stream, updated in place):
+ *   x = rms_norm(h, ln1);  qkv = x @ Wqkv^T (+ bias);  [q, k = rms_norm per head (Qwen3)]
+ *   q, k = rotary (rotate-half convention, cos/sin rows of the model's tables at pos[b]);
+ *   k, v stored at slot[b] of the layer's paged pool (float32 or bf16, rounded to nearest even);
+ *   o = softmax(q k^T * scale) v over positions 0 .. lens[b]-1, read through the block table;
+ *   h += o @ Wo^T;  x = rms_norm(h, ln2);  g, u = x @ Wgu^T;  h += (silu(g) * u) @ Wdown^T.
+ * The same arithmetic as the module path in float32, except: the int4 / int8 matmuls round the
+ * activations to int8 per block of 32 (cpu_vnni.c, as the engine's VNNI path does at M = 1),
+ * sums are taken in another order, and exp is a degree-7 polynomial (relative error ~1e-7).
+ * fused_decode.py's tests compare it with the lean forward at a stated tolerance.
+ *
+ * Linear kinds: int4 (torch's CPU packed layout), int8 row-major with per-row bf16 scales, float32
+ * row-major; see cpu_kernels.h for the first two.
+ */
+#include "cpu_kernels.h"
+
+enum { LIN_INT4 = 1, LIN_INT8 = 2, LIN_F32 = 3 };
+
+typedef struct {
+    int64_t kind, N, K, g;   /* g: int4 group size */
+    const void *w;           /* int4: packed uint8 (N, K/2); int8: (N, K); float32: (N, K) */
+    const uint16_t *sz;      /* int4: (K/g, N, 2) bf16 (scale, zero); int8: (N,) bf16 scales */
+    const float *bias;       /* (N,) or NULL */
+} Lin;
+
+typedef struct {
+    const float *ln1, *ln2;  /* (H,) */
+    const float *q_norm, *k_norm; /* (D,) Qwen3 QK-norm, or NULL */
+    double eps1, eps2, eps_qk;
+    Lin qkv, o, gate_up, down;
+    void *k_cache, *v_cache; /* (num_blocks, block_size, Hkv, D) */
+} Layer;
+
+typedef struct {
+    int64_t layers, H, Hq, Hkv, D, I, block_size, kv_bf16, max_pos;
+    double scale;            /* softmax scale */
+} Spec;
+
+/* Per-call scratch, sized for B rows. */
+typedef struct {
+    int8_t *xq;
+    float *d, *s, *xg, *dv;
+    uint8_t *xa;
+    __mmask64 *neg;
+    const float *xf;         /* the float32 input rows of the current linear */
+} Act;
+
+/* ---------------------------------------------------------------- small pieces (one thread) */
+
+static inline __m512 exp512(__m512 x) {
+    /* e^x = 2^n e^r, n = round(x log2 e), r = x - n ln2 (ln2 in two parts), |r| <= ln2 / 2, e^r by
+     * its Taylor polynomial of degree 7 (truncation < 3e-9 relative); x clamped to [-104, 88]. */
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.f)), _mm512_set1_ps(88.f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.f / 5040.f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* y (n,) = w * (x * 1/sqrt(mean(x^2) + eps)); n % 16 == 0 */
+static void rms_row(const float *x, const float *w, float eps, int n, float *y) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        acc = _mm512_fmadd_ps(v, v, acc);
+    }
+    float inv = 1.f / sqrtf(_mm512_reduce_add_ps(acc) / (float)n + eps);
+    __m512 vi = _mm512_set1_ps(inv);
+    for (int i = 0; i < n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_loadu_ps(w + i), _mm512_mul_ps(_mm512_loadu_ps(x + i), vi)));
+}
+
+/* x (D,) rotated in place: x[i] cos[i] - x[i + D/2] sin[i] (first half), x[i] cos[i] + x[i - D/2] sin[i] */
+static void rotate(float *x, const float *c, const float *s, int D) {
+    int half = D / 2;
+    for (int i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * c[i] - b * s[i];
+        x[i + half] = b * c[i + half] + a * s[i + half];
+    }
+}
+
+/* n floats -> the pool's dtype at dst */
+static void store_row(const float *x, void *dst, int n, int bf16) {
+    if (!bf16) {
+        memcpy(dst, x, sizeof(float) * n);
+        return;
+    }
+    for (int i = 0; i < n; i += 16) {
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+        memcpy((uint16_t *)dst + i, &h, 32);
+    }
+}
+
+static inline __m512 load_kv(const void *base, size_t at, int bf16) {
+    if (!bf16) return _mm512_loadu_ps((const float *)base + at);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + at));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* The input rows x (B, K) of a linear in the form its kernel reads. */
+static void lin_prep(const Lin *l, const float *x, int B, Act *A) {
+    A->xf = x;
+    if (l->kind == LIN_INT4) {
+        quantize_rows(x, 0, B, (int)l->K, A->xq, A->d, A->s);
+        q4_group_sums(A->xq, A->d, A->s, B, (int)l->K, (int)l->g, A->xg);
+    } else if (l->kind == LIN_INT8) {
+        quantize_rows(x, 0, B, (int)l->K, A->xq, A->d, A->s);
+        q8_signs(A->xq, A->d, B, (int)l->K, A->xa, A->neg, A->dv);
+    }
+}
+
+/* ---------------------------------------------------------------- work-shared pieces (all threads) */
+
+/* y (B, N) = x @ W^T (+ bias), the rows of W split over the threads (an orphaned omp for: called
+ * inside the step's parallel region; its implicit barrier ends the phase). */
+static void lin_run(const Lin *l, int B, const Act *A, float *y) {
+    int N = (int)l->N, K = (int)l->K;
+    if (l->kind == LIN_INT4) {
+        int g = (int)l->g, nb = K / QB, G = K / g;
+#pragma omp for schedule(static)
+        for (int blk = 0; blk < N / 64; blk++) {
+            const uint8_t *wb = (const uint8_t *)l->w + (size_t)blk * 64 * (K / 2);
+            int m = 0;
+            for (; m + 2 <= B; m += 2)
+                q4_block_t(wb, l->sz, N, blk * 64, K, g, A->xq + (size_t)m * K, K, A->d + m * nb, nb,
+                           A->xg + m * G * 2, G * 2, y + (size_t)m * N + blk * 64, N, 2);
+            if (m < B)
+                q4_block_t(wb, l->sz, N, blk * 64, K, g, A->xq + (size_t)m * K, K, A->d + m * nb, nb,
+                           A->xg + m * G * 2, G * 2, y + (size_t)m * N + blk * 64, N, 1);
+            if (l->bias)
+                for (int r = 0; r < B; r++)
+                    for (int i = 0; i < 64; i++) y[(size_t)r * N + blk * 64 + i] += l->bias[blk * 64 + i];
+        }
+    } else if (l->kind == LIN_INT8) {
+        int nc = K / 64, quads = N / 4;
+        const int8_t *w = (const int8_t *)l->w;
+#pragma omp for schedule(static)
+        for (int qd = 0; qd < quads + (N % 4 ? 1 : 0); qd++) {
+            int n0 = qd * 4;
+            for (int m = 0; m < B; m++) {
+                float *ym = y + (size_t)m * N;
+                if (n0 + 4 <= N) {
+                    float o[4];
+                    q8_rows4(w, l->sz, K, n0, A->xa + (size_t)m * K, A->neg + m * nc, A->dv + m * nc * 16, o);
+                    memcpy(ym + n0, o, sizeof o);
+                } else {
+                    for (int n = n0; n < N; n++)
+                        q8_row1(w, l->sz, K, n, A->xa + (size_t)m * K, A->neg + m * nc, A->dv + m * nc * 16, ym + n);
+                }
+                if (l->bias)
+                    for (int n = n0; n < N && n < n0 + 4; n++) ym[n] += l->bias[n];
+            }
+        }
+    } else {
+        const float *w = (const float *)l->w;
+#pragma omp for schedule(static)
+        for (int qd = 0; qd < (N + 3) / 4; qd++) {
+            int n0 = qd * 4, rows = N - n0 < 4 ? N - n0 : 4;
+            for (int m = 0; m < B; m++) {
+                const float *x = A->xf + (size_t)m * K;
+                __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+                for (int k = 0; k < K; k += 16) {
+                    __m512 xv = _mm512_loadu_ps(x + k);
+                    for (int r = 0; r < rows; r++)
+                        f[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)(n0 + r) * K + k), xv, f[r]);
+                }
+                for (int r = 0; r < rows; r++)
+                    y[(size_t)m * N + n0 + r] = _mm512_reduce_add_ps(f[r]) + (l->bias ? l->bias[n0 + r] : 0.f);
+            }
+        }
+    }
+}
+
+/* o (B, Hq*D) = attention of each row's query heads over its context, one (row, kv head) per task:
+ * the key / value rows are read once for the Hq/Hkv query heads that share them.
+ * qkv (B, (Hq + 2 Hkv) D) after rotary; sc: (B * Hq, Lmax) scores scratch. */
+static void attend(const Spec *S, const Layer *L, int B, const float *qkv, const int32_t *tables, int tstride,
+                   const int32_t *lens, float *sc, int Lmax, float *o) {
+    int Hq = (int)S->Hq, Hkv = (int)S->Hkv, D = (int)S->D, G = Hq / Hkv, bs = (int)S->block_size;
+    int bf16 = (int)S->kv_bf16, W = (Hq + 2 * Hkv) * D;
+    float scale = (float)S->scale;
+#pragma omp for schedule(static) collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int kh = 0; kh < Hkv; kh++) {
+            int n = lens[b];
+            const float *q = qkv + (size_t)b * W + (size_t)kh * G * D;  /* G heads of D, contiguous */
+            float *s = sc + ((size_t)b * Hq + (size_t)kh * G) * Lmax;   /* (G, Lmax) */
+            for (int p = 0; p < n; p++) {
+                size_t slot = (size_t)tables[(size_t)b * tstride + p / bs] * bs + p % bs;
+                size_t at = (slot * Hkv + kh) * D;
+                for (int g = 0; g < G; g++) {
+                    __m512 acc = _mm512_setzero_ps();
+                    for (int i = 0; i < D; i += 16)
+                        acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * D + i), load_kv(L->k_cache, at + i, bf16), acc);
+                    s[(size_t)g * Lmax + p] = _mm512_reduce_add_ps(acc) * scale;
+                }
+            }
+            for (int g = 0; g < G; g++) {  /* softmax over the n scores, in place */
+                float *sg = s + (size_t)g * Lmax, mx = -INFINITY;
+                for (int p = 0; p < n; p++) mx = fmaxf(mx, sg[p]);
+                __m512 vm = _mm512_set1_ps(mx), tot = _mm512_setzero_ps();
+                int p = 0;
+                for (; p + 16 <= n; p += 16) {
+                    __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(sg + p), vm));
+                    _mm512_storeu_ps(sg + p, e);
+                    tot = _mm512_add_ps(tot, e);
+                }
+                if (p < n) {
+                    __mmask16 mk = (__mmask16)((1u << (n - p)) - 1);
+                    __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, sg + p), vm));
+                    _mm512_mask_storeu_ps(sg + p, mk, e);
+                    tot = _mm512_add_ps(tot, _mm512_maskz_mov_ps(mk, e));
+                }
+                float inv = 1.f / _mm512_reduce_add_ps(tot);
+                for (p = 0; p < n; p++) sg[p] *= inv;
+            }
+            float *out = o + (size_t)b * Hq * D + (size_t)kh * G * D;  /* (G, D) */
+            memset(out, 0, sizeof(float) * G * D);
+            for (int p = 0; p < n; p++) {
+                size_t slot = (size_t)tables[(size_t)b * tstride + p / bs] * bs + p % bs;
+                size_t at = (slot * Hkv + kh) * D;
+                for (int i = 0; i < D; i += 16) {
+                    __m512 v = load_kv(L->v_cache, at + i, bf16);
+                    for (int g = 0; g < G; g++)
+                        _mm512_storeu_ps(out + g * D + i, _mm512_fmadd_ps(_mm512_set1_ps(s[(size_t)g * Lmax + p]), v,
+                                                                        _mm512_loadu_ps(out + g * D + i)));
+                }
+            }
+        }
+}
+
+/* ---------------------------------------------------------------- the step */
+
+static int lin_ok(const Lin *l, int64_t N, int64_t K) {
+    if (l->N != N || l->K != K || !l->w) return 0;
+    if (l->kind == LIN_INT4) return K % QB == 0 && l->g % QB == 0 && K % l->g == 0 && N % 64 == 0 && l->sz;
+    if (l->kind == LIN_INT8) return K % 64 == 0 && l->sz;
+    return l->kind == LIN_F32 && K % 16 == 0;
+}
+
+/* h (B, H) float32 in place through every layer. cos_t/sin_t: (max_pos, D) float32; pos, slots (B,)
+ * int64; tables (B, tstride) int32 block ids; lens (B,) int32 context lengths including this token.
+ * Returns 0, -1 (shapes the kernels do not take), -2 (out of memory). */
+int decode_step(const Spec *S, const Layer *Ls, int B, float *h, const float *cos_t, const float *sin_t,
+                const int64_t *pos, const int64_t *slots, const int32_t *tables, int tstride, const int32_t *lens,
+                int nt) {
+    int H = (int)S->H, Hq = (int)S->Hq, Hkv = (int)S->Hkv, D = (int)S->D, I = (int)S->I;
+    int qs = Hq * D, kvs = Hkv * D, W = qs + 2 * kvs;
+    if (B < 1 || H % 16 || D % 32 || Hkv < 1 || Hq % Hkv || I % 16) return -1;
+    int Lmax = 0;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] < 1 || pos[b] < 0 || pos[b] >= S->max_pos || slots[b] < 0) return -1;
+        Lmax = lens[b] > Lmax ? lens[b] : Lmax;
+    }
+    for (int l = 0; l < S->layers; l++) {
+        const Layer *L = Ls + l;
+        if (!lin_ok(&L->qkv, W, H) || !lin_ok(&L->o, H, qs) || !lin_ok(&L->gate_up, 2 * (int64_t)I, H) ||
+            !lin_ok(&L->down, H, I) || !L->ln1 || !L->ln2 || !L->k_cache || !L->v_cache)
+            return -1;
+    }
+    int Kmax = H > qs ? H : qs;
+    Kmax = Kmax > I ? Kmax : I;
+    int Nmax = 2 * I > H ? 2 * I : H;
+    size_t nbk = (size_t)B * Kmax / QB, nck = (size_t)B * Kmax / 64 + 1;
+    Act A;
+    A.xq = malloc((size_t)B * Kmax);
+    A.xa = malloc((size_t)B * Kmax);
+    A.d = malloc(sizeof(float) * nbk);
+    A.s = malloc(sizeof(float) * nbk);
+    A.xg = malloc(sizeof(float) * 2 * nbk);
+    A.neg = malloc(sizeof(__mmask64) * nck);
+    A.dv = malloc(sizeof(float) * 16 * nck);
+    float *x = malloc(sizeof(float) * (size_t)B * Kmax);     /* a linear's input rows */
+    float *qkv = malloc(sizeof(float) * (size_t)B * W);
+    float *att = malloc(sizeof(float) * (size_t)B * qs);
+    float *y = malloc(sizeof(float) * (size_t)B * Nmax);     /* o / gate_up / down outputs */
+    float *sc = malloc(sizeof(float) * (size_t)B * Hq * Lmax);
+    int rc = 0;
+    if (!A.xq || !A.xa || !A.d || !A.s || !A.xg || !A.neg || !A.dv || !x || !qkv || !att || !y || !sc) {
+        rc = -2;
+        goto out;
+    }
+#pragma omp parallel num_threads(nt)
+    for (int l = 0; l < S->layers; l++) {
+        const Layer *L = Ls + l;
+#pragma omp single
+        {
+            for (int b = 0; b < B; b++) rms_row(h + (size_t)b * H, L->ln1, (float)L->eps1, H, x + (size_t)b * H);
+            lin_prep(&L->qkv, x, B, &A);
+        }
+        lin_run(&L->qkv, B, &A, qkv);
+#pragma omp single
+        {
+            for (int b = 0; b < B; b++) {
+                float *r = qkv + (size_t)b * W;
+                const float *c = cos_t + pos[b] * D, *s = sin_t + pos[b] * D;
+                for (int hh = 0; hh < Hq + Hkv; hh++) {
+                    float *v = r + (size_t)hh * D;
+                    if (L->q_norm) rms_row(v, hh < Hq ? L->q_norm : L->k_norm, (float)L->eps_qk, D, v);
+                    rotate(v, c, s, D);
+                }
+                int bf16 = (int)S->kv_bf16;
+                size_t at = (size_t)slots[b] * kvs * (bf16 ? 2 : 4);
+                store_row(r + qs, (char *)L->k_cache + at, kvs, bf16);
+                store_row(r + qs + kvs, (char *)L->v_cache + at, kvs, bf16);
+            }
+        }
+        attend(S, L, B, qkv, tables, tstride, lens, sc, Lmax, att);
+#pragma omp single
+        lin_prep(&L->o, att, B, &A);
+        lin_run(&L->o, B, &A, y);
+#pragma omp single
+        {
+            for (size_t i = 0; i < (size_t)B * H; i++) h[i] += y[i];
+            for (int b = 0; b < B; b++) rms_row(h + (size_t)b * H, L->ln2, (float)L->eps2, H, x + (size_t)b * H);
+            lin_prep(&L->gate_up, x, B, &A);
+        }
+        lin_run(&L->gate_up, B, &A, y);
+#pragma omp single
+        {
+            for (int b = 0; b < B; b++) {  /* silu(gate) * up = g / (1 + e^-g) * u */
+                const float *g = y + (size_t)b * 2 * I, *u = g + I;
+                float *a = x + (size_t)b * I;
+                for (int i = 0; i < I; i += 16) {
+                    __m512 gv = _mm512_loadu_ps(g + i);
+                    __m512 sg = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+                    _mm512_storeu_ps(a + i, _mm512_mul_ps(sg, _mm512_loadu_ps(u + i)));
+                }
+            }
+            lin_prep(&L->down, x, B, &A);
+        }
+        lin_run(&L->down, B, &A, y);
+#pragma omp single
+        for (size_t i = 0; i < (size_t)B * H; i++) h[i] += y[i];
+    }
+out:
+    free(A.xq); free(A.xa); free(A.d); free(A.s); free(A.xg); free(A.neg); free(A.dv);
+    free(x); free(qkv); free(att); free(y); free(sc);
+    return rc;
+}
