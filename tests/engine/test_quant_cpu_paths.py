@@ -75,12 +75,13 @@ def test_engine_with_kept_kernel_dtype_agrees_with_the_casting_path(tiny_checkpo
     so 3 prompts (36 positions) swung 0.86-1.0 with the quantizer's details and the checkpoint seed;
     8 prompts measured 0.92-0.99 over seeds 0-2 with the int4 grid search and without it."""
     path = tiny_checkpoint("tiny-llama")  # no qkv bias: q/k/v stay bf16 through rotary and attention
-    llm = LLM(str(path), quantization=fmt, quant_cache_dir="", block_size=4)
+    # the fused decode step (float32 inside, VNNI kernels at every batch size) would bypass the chain
+    llm = LLM(str(path), quantization=fmt, quant_cache_dir="", block_size=4, cpu_fused_decode=False)
     layers = [m for m in llm.runner.model.modules() if getattr(m, "keep_kernel_dtype", False)]
     assert layers  # the default on the CPU
     prompts = shared_prefix_prompts(n=8)
     outs = [o.token_ids for o in llm.generate(prompts, SamplingParams(max_tokens=12, ignore_eos=True))]
-    old = LLM(str(path), quantization=fmt, quant_cache_dir="", block_size=4)
+    old = LLM(str(path), quantization=fmt, quant_cache_dir="", block_size=4, cpu_fused_decode=False)
     assert keep_kernel_dtype_(old.runner.model, on=False) == len(layers)
     assert teacher_forced_agreement(old, prompts, outs) >= 0.9
 

@@ -27,7 +27,8 @@ def test_cpu_backend_equals_reference(tiny_checkpoint, case):
     # Different lengths: sequences leave the batch at different steps.
     params = [SamplingParams(max_tokens=6 + 3 * i, ignore_eos=True) for i in range(len(prompts))]
     ref = LLM(path, attention_backend="torch_ref", **kw).generate(prompts, params)
-    fast = LLM(path, attention_backend="torch_cpu", **kw)
+    # the fused decode step (models/fused_decode.py) reads the pool itself: off, so the copy is used
+    fast = LLM(path, attention_backend="torch_cpu", cpu_fused_decode=False, **kw)
     assert fast.load_report.attention_backend == "torch_cpu"
     before = dict(torch_cpu.counters)
     got = fast.generate(prompts, params)
@@ -86,7 +87,7 @@ def test_cpu_backend_with_draft_speculation(tiny_checkpoint, draft_seed):
     params = [SamplingParams(max_tokens=8 + 4 * i, ignore_eos=True) for i in range(len(prompts))]
     ref = LLM(path, attention_backend="torch_ref", block_size=4).generate(prompts, params)
     before = dict(torch_cpu.counters)
-    llm = LLM(path, attention_backend="torch_cpu", **kw)
+    llm = LLM(path, attention_backend="torch_cpu", cpu_fused_decode=False, **kw)
     got = llm.generate(prompts, params)
     assert [o.token_ids for o in got] == [o.token_ids for o in ref]
     assert torch_cpu.counters["appends"] > before["appends"]

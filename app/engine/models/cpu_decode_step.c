@@ -266,7 +266,7 @@ int decode_step(const Spec *S, const Layer *Ls, int B, float *h, const float *co
                 int nt) {
     int H = (int)S->H, Hq = (int)S->Hq, Hkv = (int)S->Hkv, D = (int)S->D, I = (int)S->I;
     int qs = Hq * D, kvs = Hkv * D, W = qs + 2 * kvs;
-    if (B < 1 || H % 16 || D % 32 || Hkv < 1 || Hq % Hkv || I % 16) return -1;
+    if (B < 1 || H % 16 || D % 16 || Hkv < 1 || Hq % Hkv || I % 16) return -1;
     int Lmax = 0;
     for (int b = 0; b < B; b++) {
         if (lens[b] < 1 || pos[b] < 0 || pos[b] >= S->max_pos || slots[b] < 0) return -1;

@@ -161,12 +161,14 @@ class FusedDecode:
 
 def _why_not(model) -> str:
     s, m = model.spec, model.model
-    if m.embed_tokens.weight.dtype != torch.float32:
-        return f"activations in {m.embed_tokens.weight.dtype} (the fused step is float32)"
+    with torch.inference_mode():
+        act = m.embed_tokens(torch.zeros(1, dtype=torch.long, device=m.norm.weight.device)).dtype
+    if act != torch.float32:
+        return f"activations in {act} (the fused step is float32)"
     rot = m.rotary
     if rot.cos.dtype != torch.float32 or rot.cos.shape[1] != s.head_dim or not rot.cos.is_contiguous():
         return "rotary tables not float32 (max_positions, head_dim)"
-    if s.hidden_size % 16 or s.head_dim % 32 or s.num_heads % s.num_kv_heads:
+    if s.hidden_size % 16 or s.head_dim % 16 or s.num_heads % s.num_kv_heads:
         return f"shapes hidden {s.hidden_size}, head_dim {s.head_dim}"
     inter = m.layers[0].mlp.down_proj.in_features
     for i, layer in enumerate(m.layers):

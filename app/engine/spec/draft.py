@@ -84,6 +84,7 @@ class DraftProposer:
         self.runner.set_backend(ctx.attn_backend)
         if ctx.device.type == "cpu":
             self.runner.use_lean_forward(ecfg.cpu_lean_forward)
+            self.runner.use_fused_decode(ecfg.cpu_fused_decode and ecfg.cpu_kernels != "torch")
         # Planned with the target's pool, before either was allocated (setup.plan_kv_pool): as many
         # blocks as the target's, capped by what its sequences can hold.
         self.num_blocks = int(ctx.planned_draft_kv_blocks or draft_kv_blocks(
