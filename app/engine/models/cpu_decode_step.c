@@ -52,7 +52,6 @@ typedef struct {
     float *d, *s, *xg, *dv;
     uint8_t *xa;
     __mmask64 *neg;
-    const float *xf;         /* the float32 input rows of the current linear */
 } Act;
 
 /* ---------------------------------------------------------------- small pieces (one thread) */
@@ -117,15 +116,17 @@ static inline __m512 load_kv(const void *base, size_t at, int bf16) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* The input rows x (B, K) of a linear in the form its kernel reads. */
-static void lin_prep(const Lin *l, const float *x, int B, Act *A) {
-    A->xf = x;
+/* Row b of a linear's input, x (K,), in the form its kernel reads (float32 rows are read as they are). */
+static void lin_prep_row(const Lin *l, const float *x, int b, Act *A) {
+    int K = (int)l->K, nb = K / QB;
     if (l->kind == LIN_INT4) {
-        quantize_rows(x, 0, B, (int)l->K, A->xq, A->d, A->s);
-        q4_group_sums(A->xq, A->d, A->s, B, (int)l->K, (int)l->g, A->xg);
+        quantize_row(x, 0, K, A->xq + (size_t)b * K, A->d + (size_t)b * nb, A->s + (size_t)b * nb);
+        q4_group_sums(A->xq + (size_t)b * K, A->d + (size_t)b * nb, A->s + (size_t)b * nb, 1, K, (int)l->g,
+                      A->xg + (size_t)b * 2 * (K / l->g));
     } else if (l->kind == LIN_INT8) {
-        quantize_rows(x, 0, B, (int)l->K, A->xq, A->d, A->s);
-        q8_signs(A->xq, A->d, B, (int)l->K, A->xa, A->neg, A->dv);
+        quantize_row(x, 0, K, A->xq + (size_t)b * K, A->d + (size_t)b * nb, A->s + (size_t)b * nb);
+        q8_signs(A->xq + (size_t)b * K, A->d + (size_t)b * nb, 1, K, A->xa + (size_t)b * K, A->neg + (size_t)b * (K / 64),
+                 A->dv + (size_t)b * (K / 64) * 16);
     }
 }
 
@@ -133,7 +134,7 @@ static void lin_prep(const Lin *l, const float *x, int B, Act *A) {
 
 /* y (B, N) = x @ W^T (+ bias), the rows of W split over the threads (an orphaned omp for: called
  * inside the step's parallel region; its implicit barrier ends the phase). */
-static void lin_run(const Lin *l, int B, const Act *A, float *y) {
+static void lin_run(const Lin *l, int B, const Act *A, const float *xf, float *y) {
     int N = (int)l->N, K = (int)l->K;
     if (l->kind == LIN_INT4) {
         int g = (int)l->g, nb = K / QB, G = K / g;
@@ -177,7 +178,7 @@ static void lin_run(const Lin *l, int B, const Act *A, float *y) {
         for (int qd = 0; qd < (N + 3) / 4; qd++) {
             int n0 = qd * 4, rows = N - n0 < 4 ? N - n0 : 4;
             for (int m = 0; m < B; m++) {
-                const float *x = A->xf + (size_t)m * K;
+                const float *x = xf + (size_t)m * K;
                 __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
                 for (int k = 0; k < K; k += 16) {
                     __m512 xv = _mm512_loadu_ps(x + k);
@@ -192,12 +193,14 @@ static void lin_run(const Lin *l, int B, const Act *A, float *y) {
 }
 
 /* o (B, Hq*D) = attention of each row's query heads over its context, one (row, kv head) per task:
- * the key / value rows are read once for the Hq/Hkv query heads that share them.
- * qkv (B, (Hq + 2 Hkv) D) after rotary; sc: (B * Hq, Lmax) scores scratch. */
+ * the key / value rows are read once for the G = Hq/Hkv query heads that share them, a block of
+ * the paged pool at a time (no division per position). qkv (B, (Hq + 2 Hkv) D) after rotary;
+ * sc: (B * Hq, Lmax) scores scratch. */
 static void attend(const Spec *S, const Layer *L, int B, const float *qkv, const int32_t *tables, int tstride,
                    const int32_t *lens, float *sc, int Lmax, float *o) {
     int Hq = (int)S->Hq, Hkv = (int)S->Hkv, D = (int)S->D, G = Hq / Hkv, bs = (int)S->block_size;
-    int bf16 = (int)S->kv_bf16, W = (Hq + 2 * Hkv) * D;
+    int bf16 = (int)S->kv_bf16, W = (Hq + 2 * Hkv) * D, nv = D / 16;
+    size_t row = (size_t)Hkv * D; /* pool elements per position */
     float scale = (float)S->scale;
 #pragma omp for schedule(static) collapse(2)
     for (int b = 0; b < B; b++)
@@ -205,22 +208,29 @@ static void attend(const Spec *S, const Layer *L, int B, const float *qkv, const
             int n = lens[b];
             const float *q = qkv + (size_t)b * W + (size_t)kh * G * D;  /* G heads of D, contiguous */
             float *s = sc + ((size_t)b * Hq + (size_t)kh * G) * Lmax;   /* (G, Lmax) */
-            for (int p = 0; p < n; p++) {
-                size_t slot = (size_t)tables[(size_t)b * tstride + p / bs] * bs + p % bs;
-                size_t at = (slot * Hkv + kh) * D;
-                for (int g = 0; g < G; g++) {
-                    __m512 acc = _mm512_setzero_ps();
-                    for (int i = 0; i < D; i += 16)
-                        acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * D + i), load_kv(L->k_cache, at + i, bf16), acc);
-                    s[(size_t)g * Lmax + p] = _mm512_reduce_add_ps(acc) * scale;
+            const int32_t *tb = tables + (size_t)b * tstride;
+            for (int p0 = 0; p0 < n; p0 += bs) {
+                size_t at = (size_t)tb[p0 / bs] * bs * row + (size_t)kh * D;
+                int m = n - p0 < bs ? n - p0 : bs;
+                for (int j = 0; j < m; j++, at += row) {
+                    __m512 kr[16];
+                    for (int i = 0; i < nv; i++) kr[i] = load_kv(L->k_cache, at + 16 * i, bf16);
+                    for (int g = 0; g < G; g++) {
+                        __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(q + g * D), kr[0]);
+                        for (int i = 1; i < nv; i++) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * D + 16 * i), kr[i], acc);
+                        s[(size_t)g * Lmax + p0 + j] = _mm512_reduce_add_ps(acc) * scale;
+                    }
                 }
             }
             for (int g = 0; g < G; g++) {  /* softmax over the n scores, in place */
-                float *sg = s + (size_t)g * Lmax, mx = -INFINITY;
-                for (int p = 0; p < n; p++) mx = fmaxf(mx, sg[p]);
-                __m512 vm = _mm512_set1_ps(mx), tot = _mm512_setzero_ps();
+                float *sg = s + (size_t)g * Lmax;
+                __m512 vmx = _mm512_set1_ps(-INFINITY);
                 int p = 0;
-                for (; p + 16 <= n; p += 16) {
+                for (; p + 16 <= n; p += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(sg + p));
+                float mx = _mm512_reduce_max_ps(vmx);
+                for (; p < n; p++) mx = fmaxf(mx, sg[p]);
+                __m512 vm = _mm512_set1_ps(mx), tot = _mm512_setzero_ps();
+                for (p = 0; p + 16 <= n; p += 16) {
                     __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(sg + p), vm));
                     _mm512_storeu_ps(sg + p, e);
                     tot = _mm512_add_ps(tot, e);
@@ -231,19 +241,29 @@ static void attend(const Spec *S, const Layer *L, int B, const float *qkv, const
                     _mm512_mask_storeu_ps(sg + p, mk, e);
                     tot = _mm512_add_ps(tot, _mm512_maskz_mov_ps(mk, e));
                 }
-                float inv = 1.f / _mm512_reduce_add_ps(tot);
-                for (p = 0; p < n; p++) sg[p] *= inv;
+                __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(tot));
+                for (p = 0; p + 16 <= n; p += 16) _mm512_storeu_ps(sg + p, _mm512_mul_ps(_mm512_loadu_ps(sg + p), inv));
+                for (; p < n; p++) sg[p] *= inv[0];
             }
+            /* out[g] = sum_p s[g][p] v_p: one 16-wide slice of D at a time, the G accumulators in registers */
             float *out = o + (size_t)b * Hq * D + (size_t)kh * G * D;  /* (G, D) */
-            memset(out, 0, sizeof(float) * G * D);
-            for (int p = 0; p < n; p++) {
-                size_t slot = (size_t)tables[(size_t)b * tstride + p / bs] * bs + p % bs;
-                size_t at = (slot * Hkv + kh) * D;
-                for (int i = 0; i < D; i += 16) {
-                    __m512 v = load_kv(L->v_cache, at + i, bf16);
-                    for (int g = 0; g < G; g++)
-                        _mm512_storeu_ps(out + g * D + i, _mm512_fmadd_ps(_mm512_set1_ps(s[(size_t)g * Lmax + p]), v,
-                                                                        _mm512_loadu_ps(out + g * D + i)));
+            for (int i = 0; i < nv; i++) {
+                __m512 acc[8];
+                for (int g0 = 0; g0 < G; g0 += 8) {
+                    int gn = G - g0 < 8 ? G - g0 : 8;
+                    for (int g = 0; g < 8; g++) acc[g] = _mm512_setzero_ps();
+                    for (int p0 = 0; p0 < n; p0 += bs) {
+                        size_t at = (size_t)tb[p0 / bs] * bs * row + (size_t)kh * D + 16 * i;
+                        int m = n - p0 < bs ? n - p0 : bs;
+                        for (int j = 0; j < m; j++, at += row) {
+                            __m512 v = load_kv(L->v_cache, at, bf16);
+                            const float *sp = s + (size_t)g0 * Lmax + p0 + j;
+#pragma GCC unroll 8
+                            for (int g = 0; g < 8; g++)
+                                if (g < gn) acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(sp[(size_t)g * Lmax]), v, acc[g]);
+                        }
+                    }
+                    for (int g = 0; g < gn; g++) _mm512_storeu_ps(out + (size_t)(g0 + g) * D + 16 * i, acc[g]);
                 }
             }
         }
@@ -280,7 +300,6 @@ int decode_step(const Spec *S, const Layer *Ls, int B, float *h, const float *co
     }
     int Kmax = H > qs ? H : qs;
     Kmax = Kmax > I ? Kmax : I;
-    int Nmax = 2 * I > H ? 2 * I : H;
     size_t nbk = (size_t)B * Kmax / QB, nck = (size_t)B * Kmax / 64 + 1;
     Act A;
     A.xq = malloc((size_t)B * Kmax);
@@ -293,68 +312,74 @@ int decode_step(const Spec *S, const Layer *Ls, int B, float *h, const float *co
     float *x = malloc(sizeof(float) * (size_t)B * Kmax);     /* a linear's input rows */
     float *qkv = malloc(sizeof(float) * (size_t)B * W);
     float *att = malloc(sizeof(float) * (size_t)B * qs);
-    float *y = malloc(sizeof(float) * (size_t)B * Nmax);     /* o / gate_up / down outputs */
+    float *y = malloc(sizeof(float) * (size_t)B * H);         /* o / down outputs */
+    float *y2 = malloc(sizeof(float) * (size_t)B * 2 * I);    /* gate_up output */
     float *sc = malloc(sizeof(float) * (size_t)B * Hq * Lmax);
     int rc = 0;
-    if (!A.xq || !A.xa || !A.d || !A.s || !A.xg || !A.neg || !A.dv || !x || !qkv || !att || !y || !sc) {
+    if (!A.xq || !A.xa || !A.d || !A.s || !A.xg || !A.neg || !A.dv || !x || !qkv || !att || !y || !y2 || !sc) {
         rc = -2;
         goto out;
     }
 #pragma omp parallel num_threads(nt)
-    for (int l = 0; l < S->layers; l++) {
-        const Layer *L = Ls + l;
-#pragma omp single
-        {
-            for (int b = 0; b < B; b++) rms_row(h + (size_t)b * H, L->ln1, (float)L->eps1, H, x + (size_t)b * H);
-            lin_prep(&L->qkv, x, B, &A);
-        }
-        lin_run(&L->qkv, B, &A, qkv);
-#pragma omp single
-        {
+    {
+        for (int l = 0; l < S->layers; l++) {
+            const Layer *L = Ls + l;
+            /* the per-row pieces are split over the threads by row (a batch of one: one thread) */
+#pragma omp for schedule(static)
+            for (int b = 0; b < B; b++) {
+                float *hb = h + (size_t)b * H, *xb = x + (size_t)b * H;
+                if (l > 0) /* the previous layer's MLP output */
+                    for (int i = 0; i < H; i++) hb[i] += y[(size_t)b * H + i];
+                rms_row(hb, L->ln1, (float)L->eps1, H, xb);
+                lin_prep_row(&L->qkv, xb, b, &A);
+            }
+            lin_run(&L->qkv, B, &A, x, qkv);
+#pragma omp for schedule(static)
             for (int b = 0; b < B; b++) {
                 float *r = qkv + (size_t)b * W;
-                const float *c = cos_t + pos[b] * D, *s = sin_t + pos[b] * D;
+                const float *c = cos_t + pos[b] * D, *sn = sin_t + pos[b] * D;
                 for (int hh = 0; hh < Hq + Hkv; hh++) {
                     float *v = r + (size_t)hh * D;
                     if (L->q_norm) rms_row(v, hh < Hq ? L->q_norm : L->k_norm, (float)L->eps_qk, D, v);
-                    rotate(v, c, s, D);
+                    rotate(v, c, sn, D);
                 }
                 int bf16 = (int)S->kv_bf16;
                 size_t at = (size_t)slots[b] * kvs * (bf16 ? 2 : 4);
                 store_row(r + qs, (char *)L->k_cache + at, kvs, bf16);
                 store_row(r + qs + kvs, (char *)L->v_cache + at, kvs, bf16);
             }
-        }
-        attend(S, L, B, qkv, tables, tstride, lens, sc, Lmax, att);
-#pragma omp single
-        lin_prep(&L->o, att, B, &A);
-        lin_run(&L->o, B, &A, y);
-#pragma omp single
-        {
-            for (size_t i = 0; i < (size_t)B * H; i++) h[i] += y[i];
-            for (int b = 0; b < B; b++) rms_row(h + (size_t)b * H, L->ln2, (float)L->eps2, H, x + (size_t)b * H);
-            lin_prep(&L->gate_up, x, B, &A);
-        }
-        lin_run(&L->gate_up, B, &A, y);
-#pragma omp single
-        {
-            for (int b = 0; b < B; b++) {  /* silu(gate) * up = g / (1 + e^-g) * u */
-                const float *g = y + (size_t)b * 2 * I, *u = g + I;
+            attend(S, L, B, qkv, tables, tstride, lens, sc, Lmax, att);
+#pragma omp for schedule(static)
+            for (int b = 0; b < B; b++) lin_prep_row(&L->o, att + (size_t)b * qs, b, &A);
+            lin_run(&L->o, B, &A, att, y);
+#pragma omp for schedule(static)
+            for (int b = 0; b < B; b++) {
+                float *hb = h + (size_t)b * H, *xb = x + (size_t)b * H;
+                for (int i = 0; i < H; i++) hb[i] += y[(size_t)b * H + i];
+                rms_row(hb, L->ln2, (float)L->eps2, H, xb);
+                lin_prep_row(&L->gate_up, xb, b, &A);
+            }
+            lin_run(&L->gate_up, B, &A, x, y2);
+#pragma omp for schedule(static)
+            for (int b = 0; b < B; b++) { /* silu(gate) * up = g / (1 + e^-g) * u */
+                const float *g = y2 + (size_t)b * 2 * I, *u = g + I;
                 float *a = x + (size_t)b * I;
                 for (int i = 0; i < I; i += 16) {
                     __m512 gv = _mm512_loadu_ps(g + i);
-                    __m512 sg = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+                    __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+                    __m512 sg = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.f), e));
                     _mm512_storeu_ps(a + i, _mm512_mul_ps(sg, _mm512_loadu_ps(u + i)));
                 }
+                lin_prep_row(&L->down, a, b, &A);
             }
-            lin_prep(&L->down, x, B, &A);
+            lin_run(&L->down, B, &A, x, y);
         }
-        lin_run(&L->down, B, &A, y);
-#pragma omp single
-        for (size_t i = 0; i < (size_t)B * H; i++) h[i] += y[i];
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < H; i++) h[(size_t)b * H + i] += y[(size_t)b * H + i];
     }
 out:
     free(A.xq); free(A.xa); free(A.d); free(A.s); free(A.xg); free(A.neg); free(A.dv);
-    free(x); free(qkv); free(att); free(y); free(sc);
+    free(x); free(qkv); free(att); free(y); free(y2); free(sc);
     return rc;
 }

@@ -18,24 +18,38 @@ static inline float bf16f(uint16_t h) {
     return f;
 }
 
-/* x (M, K) float32 (bf16 = 0) or bfloat16 (bf16 = 1) -> xq (M, K), d (M, K/QB), s (M, K/QB) */
-static inline void quantize_rows(const void *x, int bf16, int M, int K, int8_t *xq, float *d, float *s) {
-    int nb = K / QB;
-    for (int m = 0; m < M; m++) {
-        for (int b = 0; b < nb; b++) {
-            float v[QB], amax = 0.f, sum = 0.f;
-            for (int i = 0; i < QB; i++) {
-                size_t at = (size_t)m * K + (size_t)b * QB + i;
-                v[i] = bf16 ? bf16f(((const uint16_t *)x)[at]) : ((const float *)x)[at];
-                sum += v[i];
-                amax = fmaxf(amax, fabsf(v[i]));
-            }
-            float dd = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
-            d[m * nb + b] = dd;
-            s[m * nb + b] = sum;
-            for (int i = 0; i < QB; i++) xq[(size_t)m * K + (size_t)b * QB + i] = (int8_t)nearbyintf(v[i] * inv);
-        }
+/* 16 values at x + at, float32 (bf16 = 0) or bfloat16 (bf16 = 1), as float32 */
+static inline __m512 load16(const void *x, int bf16, size_t at) {
+    if (!bf16) return _mm512_loadu_ps((const float *)x + at);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)x + at));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* One row x (K,) -> xq (K,), d (K/QB,), s (K/QB,). The rounding (cvtps: round half to even in the
+ * default mode, like nearbyintf) and d, inv are the reference's; only s's summation order is the
+ * vector's. */
+static inline void quantize_row(const void *x, int bf16, int K, int8_t *xq, float *d, float *s) {
+    for (int b = 0; b < K / QB; b++) {
+        __m512 v0 = load16(x, bf16, (size_t)b * QB), v1 = load16(x, bf16, (size_t)b * QB + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float inv = amax > 0.f ? 127.f / amax : 0.f;
+        d[b] = amax / 127.f;
+        s[b] = _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
+        __m512 vi = _mm512_set1_ps(inv);
+        _mm_storeu_si128((__m128i *)(xq + (size_t)b * QB), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vi))));
+        _mm_storeu_si128((__m128i *)(xq + (size_t)b * QB + 16),
+                         _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, vi))));
     }
+}
+
+/* x (M, K) -> xq (M, K), d (M, K/QB), s (M, K/QB), rows split over the threads when there are many */
+static inline void quantize_rows(const void *x, int bf16, int M, int K, int8_t *xq, float *d, float *s, int nt) {
+    int nb = K / QB;
+    size_t es = bf16 ? 2 : 4;
+#pragma omp parallel for schedule(static) num_threads(nt) if (M >= 64)
+    for (int m = 0; m < M; m++)
+        quantize_row((const char *)x + (size_t)m * K * es, bf16, K, xq + (size_t)m * K, d + (size_t)m * nb,
+                     s + (size_t)m * nb);
 }
 
 /* Per row m and group j of g inputs: xg[(m G + j) 2] = sum_b d_b sum(xq)_b (for the -8 offset),

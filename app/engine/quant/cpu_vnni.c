@@ -46,7 +46,7 @@ int q4_mm(const void *x, int x_bf16, int M, int K, const uint8_t *packed, const 
         free(xq); free(d); free(s); free(xg);
         return -2;
     }
-    quantize_rows(x, x_bf16, M, K, xq, d, s);
+    quantize_rows(x, x_bf16, M, K, xq, d, s, nt);
     q4_group_sums(xq, d, s, M, K, g, xg);
     int blocks = N / 64;
     /* Activation rows in chunks of MC (MC x K int8 stays in L2 while every row block passes over it):
@@ -82,7 +82,7 @@ int q8_mm(const void *x, int x_bf16, int M, int K, const int8_t *w, const uint16
         free(xq); free(xa); free(neg); free(d); free(s); free(dv);
         return -2;
     }
-    quantize_rows(x, x_bf16, M, K, xq, d, s);
+    quantize_rows(x, x_bf16, M, K, xq, d, s, nt);
     q8_signs(xq, d, M, K, xa, neg, dv);
     int quads = N / 4;
 #pragma omp parallel for schedule(static) num_threads(nt)
