@@ -20,15 +20,17 @@
  * fused_decode.py's tests compare it with the lean forward at a stated tolerance.
  *
  * Linear kinds: int4 (torch's CPU packed layout), int8 row-major with per-row bf16 scales, float32
- * row-major; see cpu_kernels.h for the first two.
+ * or bf16 row-major (bf16: the input row rounded to bf16, products exact, float32 sums; a bf16 model's
+ * residual stream and intermediates stay float32 here, where its module path rounds them to bf16);
+ * see cpu_kernels.h for the first two.
  */
 #include "cpu_kernels.h"
 
-enum { LIN_INT4 = 1, LIN_INT8 = 2, LIN_F32 = 3 };
+enum { LIN_INT4 = 1, LIN_INT8 = 2, LIN_F32 = 3, LIN_BF16 = 4 };
 
 typedef struct {
     int64_t kind, N, K, g;   /* g: int4 group size */
-    const void *w;           /* int4: packed uint8 (N, K/2); int8: (N, K); float32: (N, K) */
+    const void *w;           /* int4: packed uint8 (N, K/2); int8: (N, K); float32 / bf16: (N, K) */
     const uint16_t *sz;      /* int4: (K/g, N, 2) bf16 (scale, zero); int8: (N,) bf16 scales */
     const float *bias;       /* (N,) or NULL */
 } Lin;
@@ -52,6 +54,7 @@ typedef struct {
     float *d, *s, *xg, *dv;
     uint8_t *xa;
     __mmask64 *neg;
+    uint16_t *xb;            /* bf16 linears: the input rows rounded to bf16 */
 } Act;
 
 /* ---------------------------------------------------------------- small pieces (one thread) */
@@ -127,6 +130,11 @@ static void lin_prep_row(const Lin *l, const float *x, int b, Act *A) {
         quantize_row(x, 0, K, A->xq + (size_t)b * K, A->d + (size_t)b * nb, A->s + (size_t)b * nb);
         q8_signs(A->xq + (size_t)b * K, A->d + (size_t)b * nb, 1, K, A->xa + (size_t)b * K, A->neg + (size_t)b * (K / 64),
                  A->dv + (size_t)b * (K / 64) * 16);
+    } else if (l->kind == LIN_BF16) {  /* round to nearest even, as torch's cast */
+        for (int i = 0; i < K; i += 16) {
+            __m256bh hv = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+            memcpy(A->xb + (size_t)b * K + i, &hv, 32);
+        }
     }
 }
 
@@ -170,6 +178,23 @@ static void lin_run(const Lin *l, int B, const Act *A, const float *xf, float *y
                 }
                 if (l->bias)
                     for (int n = n0; n < N && n < n0 + 4; n++) ym[n] += l->bias[n];
+            }
+        }
+    } else if (l->kind == LIN_BF16) {  /* vdpbf16ps: bf16 products exact, float32 sums */
+        const uint16_t *w = (const uint16_t *)l->w;
+#pragma omp for schedule(static)
+        for (int qd = 0; qd < (N + 3) / 4; qd++) {
+            int n0 = qd * 4, rows = N - n0 < 4 ? N - n0 : 4;
+            for (int m = 0; m < B; m++) {
+                const uint16_t *xr = A->xb + (size_t)m * K;
+                __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+                for (int k = 0; k < K; k += 32) {
+                    __m512bh xv = (__m512bh)_mm512_loadu_si512(xr + k);
+                    for (int r = 0; r < rows; r++)
+                        f[r] = _mm512_dpbf16_ps(f[r], (__m512bh)_mm512_loadu_si512(w + (size_t)(n0 + r) * K + k), xv);
+                }
+                for (int r = 0; r < rows; r++)
+                    y[(size_t)m * N + n0 + r] = _mm512_reduce_add_ps(f[r]) + (l->bias ? l->bias[n0 + r] : 0.f);
             }
         }
     } else {
@@ -275,6 +300,7 @@ static int lin_ok(const Lin *l, int64_t N, int64_t K) {
     if (l->N != N || l->K != K || !l->w) return 0;
     if (l->kind == LIN_INT4) return K % QB == 0 && l->g % QB == 0 && K % l->g == 0 && N % 64 == 0 && l->sz;
     if (l->kind == LIN_INT8) return K % 64 == 0 && l->sz;
+    if (l->kind == LIN_BF16) return K % 32 == 0;
     return l->kind == LIN_F32 && K % 16 == 0;
 }
 
@@ -309,6 +335,7 @@ int decode_step(const Spec *S, const Layer *Ls, int B, float *h, const float *co
     A.xg = malloc(sizeof(float) * 2 * nbk);
     A.neg = malloc(sizeof(__mmask64) * nck);
     A.dv = malloc(sizeof(float) * 16 * nck);
+    A.xb = malloc(sizeof(uint16_t) * (size_t)B * Kmax);
     float *x = malloc(sizeof(float) * (size_t)B * Kmax);     /* a linear's input rows */
     float *qkv = malloc(sizeof(float) * (size_t)B * W);
     float *att = malloc(sizeof(float) * (size_t)B * qs);
@@ -316,7 +343,7 @@ int decode_step(const Spec *S, const Layer *Ls, int B, float *h, const float *co
     float *y2 = malloc(sizeof(float) * (size_t)B * 2 * I);    /* gate_up output */
     float *sc = malloc(sizeof(float) * (size_t)B * Hq * Lmax);
     int rc = 0;
-    if (!A.xq || !A.xa || !A.d || !A.s || !A.xg || !A.neg || !A.dv || !x || !qkv || !att || !y || !y2 || !sc) {
+    if (!A.xq || !A.xa || !A.d || !A.s || !A.xg || !A.neg || !A.dv || !A.xb || !x || !qkv || !att || !y || !y2 || !sc) {
         rc = -2;
         goto out;
     }
@@ -379,7 +406,7 @@ int decode_step(const Spec *S, const Layer *Ls, int B, float *h, const float *co
             for (int i = 0; i < H; i++) h[(size_t)b * H + i] += y[(size_t)b * H + i];
     }
 out:
-    free(A.xq); free(A.xa); free(A.d); free(A.s); free(A.xg); free(A.neg); free(A.dv);
+    free(A.xq); free(A.xa); free(A.d); free(A.s); free(A.xg); free(A.neg); free(A.dv); free(A.xb);
     free(x); free(qkv); free(att); free(y); free(y2); free(sc);
     return rc;
 }

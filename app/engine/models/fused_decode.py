@@ -7,12 +7,14 @@ one C function that runs them in one OpenMP region with our CPU kernels, reading
 layer's paged KV pool directly. Embedding, final norm and LM head stay in Python.
 
 Applies (`FusedDecode.build` says why not otherwise) to the native decoder on the CPU with float32
-activations, each linear int4 on the VNNI path, int8 (Int8Linear on the CPU kernel path) or a
-plain float32 nn.Linear, a float32 or bf16 KV pool on the torch_cpu backend, full-width rotary,
-and our kernel library loaded (quant/vnni.py). Per step it runs for 1..MAX_BATCH rows.
+or bf16 activations, each linear int4 on the VNNI path, int8 (Int8Linear on the CPU kernel path)
+or a float32 / bf16 nn.Linear, a float32 or bf16 KV pool on the torch_cpu backend, full-width
+rotary, and our kernel library loaded (quant/vnni.py). Per step it runs for 1..MAX_BATCH rows.
 
 Not bit-identical to the lean forward: the int8 layers use the VNNI kernel at every batch size (the
-module path uses it at one row only), sums run in another order and exp is a polynomial. Tests
+module path uses it at one row only), sums run in another order and exp is a polynomial; a bf16
+model's residual stream and intermediates stay float32 inside the step (its module path rounds
+each to bf16: the fused step is the closer of the two to the float32 computation). Tests
 (tests/engine/test_fused_decode.py) bound the difference from the lean forward on every step and
 compare greedy tokens; `EngineConfig.cpu_fused_decode=False` turns it off.
 """
@@ -25,10 +27,11 @@ from torch import nn
 
 from ..attention import torch_cpu
 from ..attention.metadata import AttentionMetadata
+from ..layers.bf16_linear import Bf16Linear
 from ..quant import vnni
 
 MAX_BATCH = 256  # rows per step: faster than the lean forward up to 128 rows at 31M (BENCHMARKS.md)
-LIN_INT4, LIN_INT8, LIN_F32 = 1, 2, 3
+LIN_INT4, LIN_INT8, LIN_F32, LIN_BF16 = 1, 2, 3, 4
 
 P, I64, F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 
@@ -55,27 +58,38 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _linear(mod: nn.Module) -> tuple[_Lin | None, str]:
+def _f32(t: torch.Tensor | None, keep: list) -> torch.Tensor | None:
+    """t as a contiguous float32 tensor: itself, or a copy kept alive in `keep` (a bf16 model's
+    norm weights and biases: a few KiB per layer)."""
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t
+    keep.append(t.detach().float().contiguous())
+    return keep[-1]
+
+
+def _linear(mod: nn.Module, keep: list) -> tuple[_Lin | None, str]:
     """(the C description of a linear layer, "") or (None, why the fused step cannot run it)."""
     name = type(mod).__name__
     bias = getattr(mod, "bias", None)
-    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+    if bias is not None and bias.dtype not in (torch.float32, torch.bfloat16):
         return None, f"{name} bias in {bias.dtype}"
-    b = _ptr(bias)
+    b = _ptr(_f32(bias, keep))
     if name == "Int4Linear":
-        if getattr(mod, "vnni_max_m", 0) < MAX_BATCH or vnni.layer_problem(mod):
+        if getattr(mod, "vnni_max_m", 0) < MAX_BATCH or vnni.layer_problem(mod) or not mod.packed.is_contiguous():
             return None, "an int4 layer not on the VNNI kernel"
         return _Lin(LIN_INT4, mod.out_features, mod.in_features, mod.group_size, mod.packed.data_ptr(),
                     mod.scales_and_zeros.data_ptr(), b), ""
     if name == "Int8Linear":
-        if not getattr(mod, "vnni_max_m", 0) or vnni.layer_problem(mod):
+        if not getattr(mod, "vnni_max_m", 0) or vnni.layer_problem(mod) or not mod.qweight.is_contiguous():
             return None, "an int8 layer not on the VNNI kernel"
         return _Lin(LIN_INT8, mod.out_features, mod.in_features, 0, mod.qweight.data_ptr(), mod.scale.data_ptr(), b), ""
-    if type(mod) is nn.Linear:
+    if type(mod) in (nn.Linear, Bf16Linear):
         w = mod.weight
-        if w.dtype != torch.float32 or not w.is_contiguous() or w.shape[1] % 16:
-            return None, f"a {w.dtype} Linear {tuple(w.shape)} (float32, in_features % 16 == 0 only)"
-        return _Lin(LIN_F32, w.shape[0], w.shape[1], 0, w.data_ptr(), None, b), ""
+        if w.dtype == torch.float32 and w.is_contiguous() and w.shape[1] % 16 == 0:
+            return _Lin(LIN_F32, w.shape[0], w.shape[1], 0, w.data_ptr(), None, b), ""
+        if w.dtype == torch.bfloat16 and w.is_contiguous() and w.shape[1] % 32 == 0:
+            return _Lin(LIN_BF16, w.shape[0], w.shape[1], 0, w.data_ptr(), None, b), ""
+        return None, f"a {w.dtype} Linear {tuple(w.shape)} (float32 / bf16 with in_features % 32 == 0 only)"
     return None, f"a {name} layer"
 
 
@@ -84,24 +98,28 @@ class FusedDecode:
         s, m = model.spec, model.model
         self.lib = lib
         self.model = model
-        self.rotary = m.rotary
+        self._keep: list[torch.Tensor] = []  # float32 copies the structs point at (bf16 models)
+        keep = self._keep
+        self.cos, self.sin = _f32(m.rotary.cos, keep), _f32(m.rotary.sin, keep)
         self.attn = [layer.self_attn.attn for layer in m.layers]
         a0 = self.attn[0]
         self.spec = _Spec(len(m.layers), s.hidden_size, s.num_heads, s.num_kv_heads, s.head_dim,
-                          m.layers[0].mlp.down_proj.in_features, 0, 0, self.rotary.cos.shape[0], a0.scale)
+                          m.layers[0].mlp.down_proj.in_features, 0, 0, self.cos.shape[0], a0.scale)
         self.layers = (_Layer * len(m.layers))()
         self._spec_at, self._layers_at = ctypes.addressof(self.spec), ctypes.addressof(self.layers)
         self._pools: list | None = None  # the (k_cache, v_cache) tensors the layer structs point at
         for i, layer in enumerate(m.layers):
             a, mlp = layer.self_attn, layer.mlp
             L = self.layers[i]
-            L.ln1, L.ln2 = layer.input_layernorm.weight.data_ptr(), layer.post_attention_layernorm.weight.data_ptr()
+            L.ln1 = _ptr(_f32(layer.input_layernorm.weight, keep))
+            L.ln2 = _ptr(_f32(layer.post_attention_layernorm.weight, keep))
             L.eps1, L.eps2 = layer.input_layernorm.eps, layer.post_attention_layernorm.eps
             if a.qk_norm:
-                L.q_norm, L.k_norm, L.eps_qk = a.q_norm.weight.data_ptr(), a.k_norm.weight.data_ptr(), a.q_norm.eps
+                L.q_norm, L.k_norm = _ptr(_f32(a.q_norm.weight, keep)), _ptr(_f32(a.k_norm.weight, keep))
+                L.eps_qk = a.q_norm.eps
             for field, mod in (("qkv", a.qkv_proj), ("o", a.o_proj), ("gate_up", mlp.gate_up_proj),
                                ("down", mlp.down_proj)):
-                setattr(L, field, _linear(mod)[0])
+                setattr(L, field, _linear(mod, keep)[0])
 
     @classmethod
     def build(cls, model) -> tuple["FusedDecode | None", str]:
@@ -139,7 +157,8 @@ class FusedDecode:
                 and torch_cpu._all_slots_valid(meta.slot_mapping) and self._bind_pools())
 
     def run(self, h: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> None:
-        """h (B, hidden) float32, the embedded tokens: every layer applied in place."""
+        """h (B, hidden) float32, the embedded tokens: every layer applied in place (a bf16 model's
+        caller passes its embeddings as float32)."""
         if h.dtype != torch.float32 or not h.is_contiguous():
             raise ValueError(f"the fused decode step takes contiguous float32 rows, got {h.dtype}")
         pos = positions if positions.dtype == torch.int64 else positions.long()
@@ -147,9 +166,8 @@ class FusedDecode:
         tables = tables if tables.dtype == torch.int32 and tables.is_contiguous() else tables.int().contiguous()
         lens = lens if lens.dtype == torch.int32 else lens.int()
         slots = slots if slots.dtype == torch.int64 else slots.long()
-        rot = self.rotary
-        rc = self.lib.decode_step(self._spec_at, self._layers_at, h.shape[0], h.data_ptr(), rot.cos.data_ptr(),
-                                  rot.sin.data_ptr(), pos.contiguous().data_ptr(), slots.contiguous().data_ptr(),
+        rc = self.lib.decode_step(self._spec_at, self._layers_at, h.shape[0], h.data_ptr(), self.cos.data_ptr(),
+                                  self.sin.data_ptr(), pos.contiguous().data_ptr(), slots.contiguous().data_ptr(),
                                   tables.data_ptr(), tables.shape[1], lens.contiguous().data_ptr(),
                                   torch.get_num_threads())
         if rc:
@@ -163,25 +181,25 @@ def _why_not(model) -> str:
     s, m = model.spec, model.model
     with torch.inference_mode():
         act = m.embed_tokens(torch.zeros(1, dtype=torch.long, device=m.norm.weight.device)).dtype
-    if act != torch.float32:
-        return f"activations in {act} (the fused step is float32)"
+    if act not in (torch.float32, torch.bfloat16):
+        return f"activations in {act} (the fused step takes float32 and bf16 models)"
     rot = m.rotary
-    if rot.cos.dtype != torch.float32 or rot.cos.shape[1] != s.head_dim or not rot.cos.is_contiguous():
-        return "rotary tables not float32 (max_positions, head_dim)"
+    if rot.cos.dim() != 2 or rot.cos.shape[1] != s.head_dim:
+        return "rotary tables not (max_positions, head_dim)"
     if s.hidden_size % 16 or s.head_dim % 16 or s.num_heads % s.num_kv_heads:
         return f"shapes hidden {s.hidden_size}, head_dim {s.head_dim}"
     inter = m.layers[0].mlp.down_proj.in_features
     for i, layer in enumerate(m.layers):
         a, mlp = layer.self_attn, layer.mlp
         norms = [layer.input_layernorm, layer.post_attention_layernorm] + ([a.q_norm, a.k_norm] if a.qk_norm else [])
-        if any(n.weight.dtype != torch.float32 or not n.weight.is_contiguous() for n in norms):
-            return "norm weights not float32"
+        if any(n.weight.dtype not in (torch.float32, torch.bfloat16) for n in norms):
+            return "norm weights neither float32 nor bf16"
         if a.qk_norm and a.q_norm.eps != a.k_norm.eps:
             return "q_norm and k_norm with different eps"
         if mlp.down_proj.in_features != inter:
             return "layers with different intermediate sizes"
         for mod in (a.qkv_proj, a.o_proj, mlp.gate_up_proj, mlp.down_proj):
-            lin, why = _linear(mod)
+            lin, why = _linear(mod, [])
             if lin is None:
                 return f"layer {i}: {why}"
     return ""

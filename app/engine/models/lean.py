@@ -90,8 +90,12 @@ class LeanDecoder:
         h = self.embed(input_ids)  # (T, hidden)
         fused = self.fused
         if fused is not None and fused.applies(meta, h.shape[0]):
-            fused.run(h, positions, meta)  # every layer, in place
-            return self.norm(h)
+            if h.dtype is torch.float32:
+                fused.run(h, positions, meta)  # every layer, in place
+                return self.norm(h)
+            h32 = h.float()  # a bf16 model: float32 inside the step, back to bf16 for the final norm
+            fused.run(h32, positions, meta)
+            return self.norm(h32.to(h.dtype))
         step = DecodeStep(meta) if direct and DecodeStep.applies(meta, first.k_cache) else None
         T = h.shape[0]
         rot = self.rotary
