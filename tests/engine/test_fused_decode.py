@@ -165,3 +165,29 @@ def test_inputs_the_kernel_refuses_raise(tiny_checkpoint):
         fused.run(h, torch.tensor([fused.spec.max_pos]), m)
     fused.run(h, torch.tensor([9]), m)  # the same step at a valid position runs
     assert torch.isfinite(h).all()
+
+
+def test_same_bits_at_one_and_two_threads(tiny_checkpoint):
+    """Every output of the step is computed whole by one thread (rows of a weight, a (row, kv head)
+    of attention, a row of the per-row pieces): the thread count does not change a bit."""
+    llm = _engine(tiny_checkpoint("tiny"), "4bit")
+    fused, lean = llm.runner.lean.fused, llm.runner.lean
+    forward, outs = lean.forward, []
+
+    def twice(ids, pos, meta):
+        if not fused.applies(meta, ids.shape[0]):
+            return forward(ids, pos, meta)
+        threads = torch.get_num_threads()
+        try:
+            got = []
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                got.append(forward(ids, pos, meta))
+        finally:
+            torch.set_num_threads(threads)
+        outs.append(torch.equal(*got))
+        return got[-1]
+
+    lean.forward = twice
+    run_staggered(llm, shared_prefix_prompts(n=3, seed=8), SamplingParams(max_tokens=6, ignore_eos=True))
+    assert outs and all(outs)

@@ -59,12 +59,18 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 def _f32(t: torch.Tensor | None, keep: list) -> torch.Tensor | None:
-    """t as a contiguous float32 tensor: itself, or a copy kept alive in `keep` (a bf16 model's
-    norm weights and biases: a few KiB per layer)."""
-    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
-        return t
-    keep.append(t.detach().float().contiguous())
+    """t as a contiguous float32 tensor: itself, or a copy (a bf16 model's norm weights and biases:
+    a few KiB per layer); either way held in `keep`, so the pointer the C structs get stays valid."""
+    if t is None:
+        return None
+    keep.append(t if t.dtype == torch.float32 and t.is_contiguous() else t.detach().float().contiguous())
     return keep[-1]
+
+
+def _held(keep: list, *ts: torch.Tensor) -> int:
+    """The first tensor's address, every tensor held in `keep` (the structs outlive no weight)."""
+    keep.extend(ts)
+    return ts[0].data_ptr()
 
 
 def _linear(mod: nn.Module, keep: list) -> tuple[_Lin | None, str]:
@@ -77,18 +83,19 @@ def _linear(mod: nn.Module, keep: list) -> tuple[_Lin | None, str]:
     if name == "Int4Linear":
         if getattr(mod, "vnni_max_m", 0) < MAX_BATCH or vnni.layer_problem(mod) or not mod.packed.is_contiguous():
             return None, "an int4 layer not on the VNNI kernel"
-        return _Lin(LIN_INT4, mod.out_features, mod.in_features, mod.group_size, mod.packed.data_ptr(),
-                    mod.scales_and_zeros.data_ptr(), b), ""
+        return _Lin(LIN_INT4, mod.out_features, mod.in_features, mod.group_size, _held(keep, mod.packed),
+                    _held(keep, mod.scales_and_zeros), b), ""
     if name == "Int8Linear":
         if not getattr(mod, "vnni_max_m", 0) or vnni.layer_problem(mod) or not mod.qweight.is_contiguous():
             return None, "an int8 layer not on the VNNI kernel"
-        return _Lin(LIN_INT8, mod.out_features, mod.in_features, 0, mod.qweight.data_ptr(), mod.scale.data_ptr(), b), ""
+        return _Lin(LIN_INT8, mod.out_features, mod.in_features, 0, _held(keep, mod.qweight), _held(keep, mod.scale),
+                    b), ""
     if type(mod) in (nn.Linear, Bf16Linear):
         w = mod.weight
         if w.dtype == torch.float32 and w.is_contiguous() and w.shape[1] % 16 == 0:
-            return _Lin(LIN_F32, w.shape[0], w.shape[1], 0, w.data_ptr(), None, b), ""
+            return _Lin(LIN_F32, w.shape[0], w.shape[1], 0, _held(keep, w), None, b), ""
         if w.dtype == torch.bfloat16 and w.is_contiguous() and w.shape[1] % 32 == 0:
-            return _Lin(LIN_BF16, w.shape[0], w.shape[1], 0, w.data_ptr(), None, b), ""
+            return _Lin(LIN_BF16, w.shape[0], w.shape[1], 0, _held(keep, w), None, b), ""
         return None, f"a {w.dtype} Linear {tuple(w.shape)} (float32 / bf16 with in_features % 32 == 0 only)"
     return None, f"a {name} layer"
 
@@ -98,7 +105,7 @@ class FusedDecode:
         s, m = model.spec, model.model
         self.lib = lib
         self.model = model
-        self._keep: list[torch.Tensor] = []  # float32 copies the structs point at (bf16 models)
+        self._keep: list[torch.Tensor] = []  # every tensor the structs point at (and bf16 models' float32 copies)
         keep = self._keep
         self.cos, self.sin = _f32(m.rotary.cos, keep), _f32(m.rotary.sin, keep)
         self.attn = [layer.self_attn.attn for layer in m.layers]
