@@ -181,39 +181,9 @@ static void lin_run(const Lin *l, int B, const Act *A, const float *xf, float *y
             }
         }
     } else if (l->kind == LIN_BF16) {  /* vdpbf16ps: bf16 products exact, float32 sums */
-        const uint16_t *w = (const uint16_t *)l->w;
-#pragma omp for schedule(static)
-        for (int qd = 0; qd < (N + 3) / 4; qd++) {
-            int n0 = qd * 4, rows = N - n0 < 4 ? N - n0 : 4;
-            for (int m = 0; m < B; m++) {
-                const uint16_t *xr = A->xb + (size_t)m * K;
-                __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-                for (int k = 0; k < K; k += 32) {
-                    __m512bh xv = (__m512bh)_mm512_loadu_si512(xr + k);
-                    for (int r = 0; r < rows; r++)
-                        f[r] = _mm512_dpbf16_ps(f[r], (__m512bh)_mm512_loadu_si512(w + (size_t)(n0 + r) * K + k), xv);
-                }
-                for (int r = 0; r < rows; r++)
-                    y[(size_t)m * N + n0 + r] = _mm512_reduce_add_ps(f[r]) + (l->bias ? l->bias[n0 + r] : 0.f);
-            }
-        }
+        dense_rows_mm(l->w, A->xb, 1, B, K, N, l->bias, y);
     } else {
-        const float *w = (const float *)l->w;
-#pragma omp for schedule(static)
-        for (int qd = 0; qd < (N + 3) / 4; qd++) {
-            int n0 = qd * 4, rows = N - n0 < 4 ? N - n0 : 4;
-            for (int m = 0; m < B; m++) {
-                const float *x = xf + (size_t)m * K;
-                __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-                for (int k = 0; k < K; k += 16) {
-                    __m512 xv = _mm512_loadu_ps(x + k);
-                    for (int r = 0; r < rows; r++)
-                        f[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)(n0 + r) * K + k), xv, f[r]);
-                }
-                for (int r = 0; r < rows; r++)
-                    y[(size_t)m * N + n0 + r] = _mm512_reduce_add_ps(f[r]) + (l->bias ? l->bias[n0 + r] : 0.f);
-            }
-        }
+        dense_rows_mm(l->w, xf, 0, B, K, N, l->bias, y);
     }
 }
 

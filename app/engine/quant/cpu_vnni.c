@@ -106,8 +106,6 @@ int q8_mm(const void *x, int x_bf16, int M, int K, const int8_t *w, const uint16
  * accumulates in float32, like a bf16 matmul with float32 accumulation (only the order of the sums
  * differs). x float32 is rounded to bf16 first (round to nearest even: the cast torch would do).
  * Output float32 (y_bf16 = 0) or bf16 rounded to nearest even (y_bf16 = 1). K % 32 == 0. */
-static inline __m512bh bf16_load_x(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512(p); }
-
 int bf16_mm(const void *x, int x_bf16, int M, int K, const uint16_t *w, int N, void *y, int y_bf16, int nt) {
     if (M < 1 || K % 32) return -1;
     uint16_t *xb = malloc(sizeof(uint16_t) * (size_t)M * K);
@@ -120,38 +118,24 @@ int bf16_mm(const void *x, int x_bf16, int M, int K, const uint16_t *w, int N, v
             memcpy(xb + i, &h, 32);
         }
     }
-    int quads = N / 4;
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int qd = 0; qd < quads + (N % 4 ? 1 : 0); qd++) {
-        int n0 = qd * 4, rows = N - n0 < 4 ? N - n0 : 4;
-        for (int m = 0; m < M; m++) {
-            const uint16_t *xr = xb + (size_t)m * K;
-            __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-            if (rows == 4) {
-                const uint16_t *w0 = w + (size_t)n0 * K;
-                for (int c = 0; c < K; c += 32) {
-                    __m512bh xv = bf16_load_x(xr + c);
-                    f[0] = _mm512_dpbf16_ps(f[0], (__m512bh)_mm512_loadu_si512(w0 + c), xv);
-                    f[1] = _mm512_dpbf16_ps(f[1], (__m512bh)_mm512_loadu_si512(w0 + K + c), xv);
-                    f[2] = _mm512_dpbf16_ps(f[2], (__m512bh)_mm512_loadu_si512(w0 + 2 * (size_t)K + c), xv);
-                    f[3] = _mm512_dpbf16_ps(f[3], (__m512bh)_mm512_loadu_si512(w0 + 3 * (size_t)K + c), xv);
-                }
-            } else {
-                for (int r = 0; r < rows; r++)
-                    for (int c = 0; c < K; c += 32)
-                        f[r] = _mm512_dpbf16_ps(f[r], (__m512bh)_mm512_loadu_si512(w + (size_t)(n0 + r) * K + c),
-                                                bf16_load_x(xr + c));
-            }
-            for (int r = 0; r < rows; r++) {
-                float v = _mm512_reduce_add_ps(f[r]);
-                if (y_bf16) {
-                    __m128bh h = _mm_cvtneps_pbh(_mm_set_ss(v));
-                    memcpy((uint16_t *)y + (size_t)m * N + n0 + r, &h, 2);
-                } else {
-                    ((float *)y)[(size_t)m * N + n0 + r] = v;
-                }
-            }
+    float *yf = y_bf16 ? malloc(sizeof(float) * (size_t)M * N) : (float *)y;
+    if (!yf) {
+        free(xb);
+        return -2;
+    }
+#pragma omp parallel num_threads(nt)
+    dense_rows_mm(w, xb, 1, M, K, N, NULL, yf);
+    if (y_bf16) {  /* one rounding to bf16 (nearest even) at the end */
+        size_t n = (size_t)M * N, i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(yf + i));
+            memcpy((uint16_t *)y + i, &h, 32);
         }
+        for (; i < n; i++) {
+            __m128bh h = _mm_cvtneps_pbh(_mm_set_ss(yf[i]));
+            memcpy((uint16_t *)y + i, &h, 2);
+        }
+        free(yf);
     }
     free(xb);
     return 0;
