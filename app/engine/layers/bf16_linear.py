@@ -16,7 +16,10 @@ from ..quant import vnni
 
 # Largest M for bf16_mm. 1 thread, Qwen2.5-Coder-1.5B's 28 x 4 projections, loaded 2-core Zen 5 VM,
 # CPU seconds, 2026-11-29: M=1 101.7 ms vs 164.2 (F.linear), M=2 139.3 vs 166.1, M=4 160.0 vs 168.8.
-MAX_M = 2
+# With the 4 x 4 tiles (2026-11-30, 2 threads, idle, best of 5), its 151936 x 1536 LM head: M=1 7.1
+# ms vs 20.2, M=4 12.8 vs 16.5, M=8 16.7 vs 18.9, M=16 21.6 vs 22.6, M=64 65.5 vs 45.5; 8960 x 1536:
+# M=8 0.40 vs 0.95, M=16 1.05 vs 1.03.
+MAX_M = 8
 
 
 class Bf16Linear(nn.Linear):
