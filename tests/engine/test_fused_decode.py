@@ -191,3 +191,30 @@ def test_same_bits_at_one_and_two_threads(tiny_checkpoint):
     lean.forward = twice
     run_staggered(llm, shared_prefix_prompts(n=3, seed=8), SamplingParams(max_tokens=6, ignore_eos=True))
     assert outs and all(outs)
+
+
+ENGINE_CASES = {
+    "chunked": dict(max_num_batched_tokens=7),  # prefill chunks mixed with decode rows
+    "preempt": dict(kv_cache_memory_gb=96 * 512 / 2**30),  # sequences preempted and recomputed
+    "ngram": dict(speculative_method="ngram", speculative_max_batch_size=8),  # verification steps
+    "fp8-kv": dict(kv_cache_dtype="fp8"),  # a pool the fused step does not take: the lean forward
+}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c != "preempt" else c
+                                  for c in ENGINE_CASES])
+def test_engine_events_with_the_fused_step(tiny_checkpoint, case):
+    """Through the engine's events (chunked prefill, preemption, speculative verification, an fp8
+    pool) the fused engine's greedy tokens equal the lean engine's (float32: within 1e-5 above)."""
+    path = tiny_checkpoint("tiny")
+    kw = {"block_size": 4, **ENGINE_CASES[case]}
+    prompts = shared_prefix_prompts(n=6, seed=11)
+    params = [SamplingParams(max_tokens=6 + 3 * i, ignore_eos=True) for i in range(len(prompts))]
+    want = [o.token_ids for o in _engine(path, cpu_fused_decode=False, **kw).generate(prompts, params)]
+    llm = _engine(path, **kw)
+    before = fused_decode.counters["steps"]
+    assert [o.token_ids for o in llm.generate(prompts, params)] == want
+    ran = fused_decode.counters["steps"] - before
+    assert ran == 0 if case == "fp8-kv" else ran > 0
+    if case == "preempt":
+        assert llm.stats["preemptions"] > 0
