@@ -126,7 +126,7 @@ class LoadReport(_Record):
     kv_cache_scales: dict | None = None  # fp8 KV: {"source", "k", "v"}
     draft_kv_blocks: int | None = None
     quantization: QuantReport | None = None
-    # CPU bf16 model: its Linears' batch-1 kernel (layers/bf16_linear.py): {"kernel", "layers", "reason"}
+    # CPU bf16 / float32 model: its dense Linears' kernels (layers/bf16_linear.py, f32_linear.py)
     cpu_kernel: dict | None = None
     compile: CompileReport | None = None
     cuda_graphs: dict | None = None

@@ -177,6 +177,10 @@ def build_engine_parts(cfg: EngineConfig) -> EngineParts:
         from .layers.bf16_linear import use_bf16_kernel_
 
         report.cpu_kernel = use_bf16_kernel_(model, cfg.cpu_kernels)  # batch-1 bf16 matmuls (vdpbf16ps)
+    elif device.type == "cpu" and dtype == torch.float32:
+        from .layers.f32_linear import use_f32_kernels_
+
+        report.cpu_kernel = use_f32_kernels_(model, cfg.cpu_kernels)  # ours for few rows, oneDNN for more
     report.load = load.done(model)
     runner = ModelRunner(model, device, dtype, cfg.block_size)
     backend = _backend_name(cfg, device)

@@ -28,6 +28,7 @@ from torch import nn
 from ..attention import torch_cpu
 from ..attention.metadata import AttentionMetadata
 from ..layers.bf16_linear import Bf16Linear
+from ..layers.f32_linear import F32Linear
 from ..quant import vnni
 
 MAX_BATCH = 256  # rows per step: faster than the lean forward up to 128 rows at 31M (BENCHMARKS.md)
@@ -90,7 +91,7 @@ def _linear(mod: nn.Module, keep: list) -> tuple[_Lin | None, str]:
             return None, "an int8 layer not on the VNNI kernel"
         return _Lin(LIN_INT8, mod.out_features, mod.in_features, 0, _held(keep, mod.qweight), _held(keep, mod.scale),
                     b), ""
-    if type(mod) in (nn.Linear, Bf16Linear):
+    if type(mod) in (nn.Linear, Bf16Linear, F32Linear):
         w = mod.weight
         if w.dtype == torch.float32 and w.is_contiguous() and w.shape[1] % 16 == 0:
             return _Lin(LIN_F32, w.shape[0], w.shape[1], 0, _held(keep, w), None, b), ""

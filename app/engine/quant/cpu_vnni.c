@@ -140,3 +140,15 @@ int bf16_mm(const void *x, int x_bf16, int M, int K, const uint16_t *w, int N, v
     free(xb);
     return 0;
 }
+
+/* ---------------------------------------------------------------- float32, row-major */
+
+/* y (M, N) float32 = x (M, K) @ w (N, K)^T, all float32, sums in float32 (another order than
+ * F.linear's). K % 16 == 0. */
+int f32_mm(const float *x, int M, int K, const float *w, int N, float *y, int nt) {
+    if (M < 1 || K % 16) return -1;
+#pragma omp parallel num_threads(nt)
+    dense_rows_mm(w, x, 0, M, K, N, NULL, y);
+    return 0;
+}
+

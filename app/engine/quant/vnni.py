@@ -97,8 +97,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.q4_mm.argtypes = [P, I, I, I, P, P, I, I, P, I]
     lib.q8_mm.argtypes = [P, I, I, I, P, P, I, P, I]
     lib.bf16_mm.argtypes = [P, I, I, I, P, I, P, I, I]
+    lib.f32_mm.argtypes = [P, I, I, P, I, P, I]
     lib.decode_step.argtypes = [P, P, I, P, P, P, P, P, P, I, P, I]  # models/cpu_decode_step.c
-    lib.q4_mm.restype = lib.q8_mm.restype = lib.bf16_mm.restype = lib.decode_step.restype = I
+    lib.q4_mm.restype = lib.q8_mm.restype = lib.bf16_mm.restype = lib.f32_mm.restype = lib.decode_step.restype = I
     return lib, None
 
 
@@ -176,6 +177,21 @@ def bf16_mm(x: torch.Tensor, w: torch.Tensor, out_dtype: torch.dtype | None = No
                      int(out_dtype == torch.bfloat16), torch.get_num_threads())
     if rc:
         raise ValueError(f"bf16_mm refused (code {rc}): N={n} K={k}")
+    return y
+
+
+def f32_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x (M, K) float32 @ w (N, K) float32 -> (M, N) float32 (F.linear's products, float32 sums in
+    another order). K % 16 == 0."""
+    lib = _load()[0]
+    n, k = w.shape
+    if x.dtype != torch.float32 or w.dtype != torch.float32 or not w.is_contiguous():
+        raise ValueError("f32_mm needs float32 rows and a contiguous float32 weight")
+    x, _ = _check_x(x, k)
+    y = torch.empty(x.shape[0], n, dtype=torch.float32)
+    rc = lib.f32_mm(x.data_ptr(), x.shape[0], k, w.data_ptr(), n, y.data_ptr(), torch.get_num_threads())
+    if rc:
+        raise ValueError(f"f32_mm refused (code {rc}): N={n} K={k}")
     return y
 
 
