@@ -90,3 +90,19 @@ def test_engine_report_tied_head_and_tokens(tiny_checkpoint):
     prompts = shared_prefix_prompts(n=4, seed=21)
     params = SamplingParams(max_tokens=8, ignore_eos=True)
     assert [o.token_ids for o in llm.generate(prompts, params)] == [o.token_ids for o in ref.generate(prompts, params)]
+
+
+@needs_kernels
+def test_draft_model_gets_the_same_kernels(tiny_checkpoint):
+    """The draft model of speculative decoding is built apart from the target; its float32
+    Linears are swapped too, and the speculative engine still gives plain greedy's tokens."""
+    path = str(tiny_checkpoint("tiny"))
+    kw = dict(dtype="float32", block_size=4, max_num_seqs=4)
+    llm = LLM(path, speculative_method="draft", speculative_draft_model=path, speculative_max_batch_size=8, **kw)
+    draft = llm.spec.proposer.runner.model
+    assert any(type(m) is F32Linear for m in draft.modules())
+    prompts = shared_prefix_prompts(n=3, seed=22)
+    params = SamplingParams(max_tokens=10, ignore_eos=True)
+    want = [o.token_ids for o in LLM(path, **kw).generate(prompts, params)]
+    assert [o.token_ids for o in llm.generate(prompts, params)] == want
+    assert llm.stats["spec_proposed_tokens"] > 0

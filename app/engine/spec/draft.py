@@ -79,6 +79,12 @@ class DraftProposer:
         dcfg = replace(ecfg, model=str(cfg.draft_model), lora_path=None, quantization=None,
                        speculative=SpeculativeConfig())
         model, _ = build_model(dcfg, path, hf, ctx.device, ctx.dtype, self.max_positions)
+        if ctx.device.type == "cpu" and ctx.dtype in (torch.float32, torch.bfloat16):
+            # the target's dense-Linear kernels for the draft too (layers/f32_linear.py, bf16_linear.py)
+            from ..layers.bf16_linear import use_bf16_kernel_
+            from ..layers.f32_linear import use_f32_kernels_
+
+            (use_f32_kernels_ if ctx.dtype == torch.float32 else use_bf16_kernel_)(model, ecfg.cpu_kernels)
         bs = ecfg.block_size
         self.runner = ModelRunner(model, ctx.device, ctx.dtype, bs)
         self.runner.set_backend(ctx.attn_backend)
