@@ -4,9 +4,10 @@
  *
  * Why: at 31M parameters a batch-1 decode step's matmuls take ~0.3 ms and the ~45 torch ops per
  * layer around them (norms, rotary, KV writes, attention, residuals: a few microseconds of
- * dispatch each) cost twice that. Here a step is one OpenMP parallel region: the matmuls and the
- * attention are split over the threads, the small per-row pieces run on one thread between
- * barriers, and nothing returns to Python until the last layer is done.
+ * dispatch each) cost twice that. Here a step is one OpenMP parallel region: the matmuls are split
+ * over the threads by weight rows, the attention by (row, kv head), the small per-row pieces (norms,
+ * activation quantization, rotary, KV write, SiLU) by row, with a barrier between phases; nothing
+ * returns to Python until the last layer is done.
  *
  * Per layer, for each row b (h: (B, H) float32 residual stream, updated in place):
  *   x = rms_norm(h, ln1);  qkv = x @ Wqkv^T (+ bias);  [q, k = rms_norm per head (Qwen3)]
@@ -15,7 +16,8 @@
  *   o = softmax(q k^T * scale) v over positions 0 .. lens[b]-1, read through the block table;
  *   h += o @ Wo^T;  x = rms_norm(h, ln2);  g, u = x @ Wgu^T;  h += (silu(g) * u) @ Wdown^T.
  * The same arithmetic as the module path in float32, except: the int4 / int8 matmuls round the
- * activations to int8 per block of 32 (cpu_vnni.c, as the engine's VNNI path does at M = 1),
+ * activations to int8 per block of 32 (cpu_vnni.c's kernels, which the module path runs for int4 at
+ * every M and for int8 at M = 1),
  * sums are taken in another order, and exp is a degree-7 polynomial (relative error ~1e-7).
  * fused_decode.py's tests compare it with the lean forward at a stated tolerance.
  *
