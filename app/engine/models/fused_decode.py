@@ -180,8 +180,9 @@ class FusedDecode:
                                   torch.get_num_threads())
         if rc:
             raise RuntimeError(f"the fused decode step refused its inputs (code {rc})")
-        if torch_cpu._mirrors:  # the lean path's dense KV copies no longer extend: drop them
-            torch_cpu.reset()
+        if torch_cpu._mirrors:  # this model's dense KV copies (the lean path's) no longer extend: drop
+            for a in self.attn:  # them (only this model's: other engines in the process keep theirs)
+                torch_cpu._mirrors.pop(id(a.k_cache), None)
         counters["steps"] += 1
 
 
