@@ -82,11 +82,6 @@ class LeanDecoder:
         """(T,) ids and positions -> (T, hidden) final-normed hidden states, or None (not run)."""
         if global_hooks():
             return None
-        first = self.attn_layers[0]
-        # torch_cpu's store_and_attend called directly (PagedAttention.forward does just that, after
-        # a check that only concerns fp8 pools); any other backend through PagedAttention.forward
-        direct = first.backend is torch_cpu and first.k_cache.dtype not in FP8_DTYPES and all(
-            a.backend is torch_cpu for a in self.attn_layers)
         h = self.embed(input_ids)  # (T, hidden)
         fused = self.fused
         if fused is not None and fused.applies(meta, h.shape[0]):
@@ -96,6 +91,11 @@ class LeanDecoder:
             h32 = h.float()  # a bf16 model: float32 inside the step, back to bf16 for the final norm
             fused.run(h32, positions, meta)
             return self.norm(h32.to(h.dtype))
+        first = self.attn_layers[0]
+        # torch_cpu's store_and_attend called directly (PagedAttention.forward does just that, after
+        # a check that only concerns fp8 pools); any other backend through PagedAttention.forward
+        direct = first.backend is torch_cpu and first.k_cache.dtype not in FP8_DTYPES and all(
+            a.backend is torch_cpu for a in self.attn_layers)
         step = DecodeStep(meta) if direct and DecodeStep.applies(meta, first.k_cache) else None
         T = h.shape[0]
         rot = self.rotary

@@ -273,8 +273,17 @@ static inline __attribute__((always_inline)) void f32_tile(const float *w, const
 /* y (M, N) (+ bias) = x (M, K) @ w (N, K)^T for bf16 (bf16 = 1: w, x uint16) or float32 rows, the
  * weight rows split over the calling team (an orphaned omp for: call it inside a parallel region).
  * One row: one weight row at a time (best streaming, see bf16_dot); more: 4 x 4 tiles. */
+static inline __attribute__((always_inline)) void dense_tile(const void *w, const void *x, int bf16, int K,
+                                                             float *out, const int T) {
+    if (bf16)
+        bf16_tile((const uint16_t *)w, (const uint16_t *)x, K, K, out, T);
+    else
+        f32_tile((const float *)w, (const float *)x, K, K, out, T);
+}
+
 static inline void dense_rows_mm(const void *w, const void *x, int bf16, int M, int K, int N, const float *bias,
                                  float *y) {
+    size_t es = bf16 ? 2 : 4; /* bytes per element */
     if (M == 1) {
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++)
@@ -289,22 +298,12 @@ static inline void dense_rows_mm(const void *w, const void *x, int bf16, int M, 
             int T = M - m < 4 ? M - m : 4;
             float o[16];
             if (n0 + 4 <= N) {
-                if (bf16) {
-                    const uint16_t *wq = (const uint16_t *)w + (size_t)n0 * K, *xm = (const uint16_t *)x + (size_t)m * K;
-                    switch (T) {
-                        case 1: bf16_tile(wq, xm, K, K, o, 1); break;
-                        case 2: bf16_tile(wq, xm, K, K, o, 2); break;
-                        case 3: bf16_tile(wq, xm, K, K, o, 3); break;
-                        default: bf16_tile(wq, xm, K, K, o, 4);
-                    }
-                } else {
-                    const float *wq = (const float *)w + (size_t)n0 * K, *xm = (const float *)x + (size_t)m * K;
-                    switch (T) {
-                        case 1: f32_tile(wq, xm, K, K, o, 1); break;
-                        case 2: f32_tile(wq, xm, K, K, o, 2); break;
-                        case 3: f32_tile(wq, xm, K, K, o, 3); break;
-                        default: f32_tile(wq, xm, K, K, o, 4);
-                    }
+                const char *wq = (const char *)w + (size_t)n0 * K * es, *xm = (const char *)x + (size_t)m * K * es;
+                switch (T) {  /* a constant T per call, so each tile's accumulators stay in registers */
+                    case 1: dense_tile(wq, xm, bf16, K, o, 1); break;
+                    case 2: dense_tile(wq, xm, bf16, K, o, 2); break;
+                    case 3: dense_tile(wq, xm, bf16, K, o, 3); break;
+                    default: dense_tile(wq, xm, bf16, K, o, 4);
                 }
                 for (int t = 0; t < T; t++)
                     for (int r = 0; r < 4; r++)
